@@ -1,0 +1,1 @@
+//! The Ferrule control plane.

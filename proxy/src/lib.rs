@@ -1,0 +1,1 @@
+//! The Ferrule sidecar proxy.

@@ -1,0 +1,1 @@
+//! Ferrule's TLS settings and SPIFFE peer verification.

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Ferrule's test command (the README's and CI's): installs what the tests need on Debian
+# when run as root, builds the binaries the end-to-end tests start, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have openssl || need_pkgs+=(openssl)
+have nft || need_pkgs+=(nftables)
+have ip || need_pkgs+=(iproute2)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && have apt-get; then
+    echo "tests/run.sh: installing ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "tests/run.sh: missing ${need_pkgs[*]} (install them, or run as root on Debian)" >&2
+    exit 1
+  fi
+fi
+
+# The end-to-end tests start these binaries from target/debug.
+cargo build --workspace --bins
+cargo test --workspace "$@"

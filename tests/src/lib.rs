@@ -1,0 +1,1 @@
+//! Test harness: starts the real Ferrule binaries and talks to them.
