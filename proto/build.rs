@@ -1,7 +1,11 @@
 //! Compiles `proto/*.proto` with `protox` (pure Rust), so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/identity.proto", "proto/admin.proto"];
+    let files = [
+        "proto/identity.proto",
+        "proto/admin.proto",
+        "proto/mesh.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

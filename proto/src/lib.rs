@@ -19,3 +19,12 @@ pub mod admin {
         tonic::include_proto!("ferrule.admin.v1");
     }
 }
+
+/// Mesh API: registration, discovery and policy streaming between proxies and the
+/// control plane.
+pub mod mesh {
+    /// Version 1 of the mesh API.
+    pub mod v1 {
+        tonic::include_proto!("ferrule.mesh.v1");
+    }
+}

@@ -1,0 +1,245 @@
+//! The admin API (`ferrule.admin.v1.Admin`), served only on the local admin socket.
+//!
+//! Every mutating call is logged with the caller (`uid:N` from the socket's peer
+//! credentials). Invalid requests get `INVALID_ARGUMENT` naming the field.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ferrule_proto::admin::v1 as pb;
+use ferrule_proto::admin::v1::admin_server::Admin;
+use spiffe::SpiffeId;
+use tonic::{Request, Response, Status};
+
+use crate::attest::join_token;
+use crate::ca::{AuthorityStatus, CaError, CertificateAuthority};
+use crate::server::admin_socket::caller;
+use crate::store::Store;
+
+/// Longest join-token lifetime accepted (30 days).
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// Most uses a single join token may carry.
+const MAX_TOKEN_USES: u32 = 10_000;
+
+/// Implementation of the admin gRPC service.
+pub struct AdminApi {
+    ca: Arc<CertificateAuthority>,
+    store: Arc<Store>,
+    /// Notified after the active authority changes (the control plane then re-issues
+    /// its own serving certificate from the new authority).
+    authority_changed: Arc<tokio::sync::Notify>,
+}
+
+impl AdminApi {
+    /// Creates the service.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        store: Arc<Store>,
+        authority_changed: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        Self {
+            ca,
+            store,
+            authority_changed,
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+fn ca_status(e: CaError) -> Status {
+    match &e {
+        CaError::NotFound(_) => Status::not_found(e.to_string()),
+        CaError::InvalidState(_) | CaError::StillInUse { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        CaError::ExternalMode => Status::failed_precondition(e.to_string()),
+        _ => {
+            tracing::error!(error = %e, "CA operation failed");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+fn authority_pb(a: &AuthorityStatus) -> pb::AuthorityInfo {
+    pb::AuthorityInfo {
+        id: a.id.clone(),
+        state: a.state.as_str().to_string(),
+        root_subject: a.root_subject.clone(),
+        root_not_after_unix: unix(a.root_not_after),
+        issuer_subject: a.issuer_subject.clone(),
+        issuer_not_after_unix: unix(a.issuer_not_after),
+        root_fingerprint: a.root_fingerprint.clone(),
+        live_certificates: a.live_certificates,
+    }
+}
+
+fn store_status(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "store operation failed");
+    Status::internal("store unavailable")
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        let who = caller(&req);
+        let r = req.into_inner();
+        let id = SpiffeId::new(&r.spiffe_id).map_err(|e| {
+            Status::invalid_argument(format!("spiffe_id {:?} is invalid: {e}", r.spiffe_id))
+        })?;
+        if !id.is_member_of(self.ca.trust_domain()) {
+            return Err(Status::invalid_argument(format!(
+                "spiffe_id {id} is not in this mesh's trust domain {}",
+                self.ca.trust_domain()
+            )));
+        }
+        if id.path().is_empty() || id.path() == "/ferrule" || id.path().starts_with("/ferrule/") {
+            return Err(Status::invalid_argument(format!(
+                "spiffe_id {id}: the trust domain itself and paths under /ferrule/ are reserved"
+            )));
+        }
+        if r.ttl_seconds == 0 || Duration::from_secs(r.ttl_seconds) > MAX_TOKEN_TTL {
+            return Err(Status::invalid_argument(format!(
+                "ttl_seconds must be between 1 and {}",
+                MAX_TOKEN_TTL.as_secs()
+            )));
+        }
+        if r.uses == 0 || r.uses > MAX_TOKEN_USES {
+            return Err(Status::invalid_argument(format!(
+                "uses must be between 1 and {MAX_TOKEN_USES}"
+            )));
+        }
+        let (token, info) = join_token::create(
+            &self.store,
+            &id,
+            Duration::from_secs(r.ttl_seconds),
+            r.uses,
+            SystemTime::now(),
+        )
+        .map_err(|e| match e {
+            join_token::JoinTokenError::Store(e) => store_status(e),
+            other => Status::invalid_argument(other.to_string()),
+        })?;
+        tracing::info!(%who, token_id = %info.id, spiffe_id = %id, uses = r.uses, ttl_s = r.ttl_seconds, "join token created");
+        Ok(Response::new(pb::CreateJoinTokenResponse {
+            token: token.expose().to_string(),
+            info: Some(token_pb(&info)),
+        }))
+    }
+
+    async fn list_join_tokens(
+        &self,
+        _req: Request<pb::ListJoinTokensRequest>,
+    ) -> Result<Response<pb::ListJoinTokensResponse>, Status> {
+        let tokens = join_token::list(&self.store).map_err(store_status)?;
+        Ok(Response::new(pb::ListJoinTokensResponse {
+            tokens: tokens.iter().map(token_pb).collect(),
+        }))
+    }
+
+    async fn revoke_join_token(
+        &self,
+        req: Request<pb::RevokeJoinTokenRequest>,
+    ) -> Result<Response<pb::RevokeJoinTokenResponse>, Status> {
+        let who = caller(&req);
+        let id = req.into_inner().id;
+        if !join_token::revoke(&self.store, &id).map_err(store_status)? {
+            return Err(Status::not_found(format!("no join token with id {id:?}")));
+        }
+        tracing::info!(%who, token_id = %id, "join token revoked");
+        Ok(Response::new(pb::RevokeJoinTokenResponse {}))
+    }
+
+    async fn ca_status(
+        &self,
+        _req: Request<pb::CaStatusRequest>,
+    ) -> Result<Response<pb::CaStatusResponse>, Status> {
+        let authorities = self.ca.status().map_err(ca_status)?;
+        Ok(Response::new(pb::CaStatusResponse {
+            trust_domain: self.ca.trust_domain().to_string(),
+            authorities: authorities.iter().map(authority_pb).collect(),
+            bundle_version: self.ca.trust_bundle().version,
+            mode: self.ca.mode_name().to_string(),
+        }))
+    }
+
+    async fn prepare_authority(
+        &self,
+        req: Request<pb::PrepareAuthorityRequest>,
+    ) -> Result<Response<pb::AuthorityInfo>, Status> {
+        let who = caller(&req);
+        let ca = self.ca.clone();
+        let a = tokio::task::spawn_blocking(move || ca.prepare())
+            .await
+            .map_err(|_| Status::internal("task failed"))?
+            .map_err(ca_status)?;
+        tracing::info!(%who, authority = %a.id, "CA rotation: authority prepared");
+        Ok(Response::new(authority_pb(&a)))
+    }
+
+    async fn activate_authority(
+        &self,
+        req: Request<pb::ActivateAuthorityRequest>,
+    ) -> Result<Response<pb::AuthorityInfo>, Status> {
+        let who = caller(&req);
+        let id = req.into_inner().id;
+        let a = self.ca.activate(&id).map_err(ca_status)?;
+        self.authority_changed.notify_one();
+        tracing::info!(%who, authority = %a.id, "CA rotation: authority activated");
+        Ok(Response::new(authority_pb(&a)))
+    }
+
+    async fn retire_authority(
+        &self,
+        req: Request<pb::RetireAuthorityRequest>,
+    ) -> Result<Response<pb::AuthorityInfo>, Status> {
+        let who = caller(&req);
+        let r = req.into_inner();
+        let a = self
+            .ca
+            .retire(&r.id, r.force, SystemTime::now())
+            .map_err(ca_status)?;
+        tracing::info!(%who, authority = %a.id, force = r.force, "CA rotation: authority retired");
+        Ok(Response::new(authority_pb(&a)))
+    }
+
+    async fn list_certificates(
+        &self,
+        _req: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let certs = self
+            .store
+            .list_latest_per_identity()
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListCertificatesResponse {
+            certificates: certs
+                .iter()
+                .map(|c| pb::CertificateInfo {
+                    spiffe_id: c.spiffe_id.to_string(),
+                    serial_hex: c.serial_hex.clone(),
+                    authority_id: c.authority_id.clone(),
+                    not_before_unix: unix(c.not_before),
+                    not_after_unix: unix(c.not_after),
+                })
+                .collect(),
+        }))
+    }
+}
+
+fn token_pb(t: &join_token::JoinTokenInfo) -> pb::JoinTokenInfo {
+    pb::JoinTokenInfo {
+        id: t.id.clone(),
+        spiffe_id: t.spiffe_id.to_string(),
+        expires_at_unix: unix(t.expires_at),
+        uses_left: t.uses_left,
+        created_at_unix: unix(t.created_at),
+    }
+}

@@ -1,0 +1,327 @@
+//! The registry of meshed workloads: identity, addresses, ports, service name.
+//!
+//! Proxies register their own workload over their mesh session (`mesh_api`). The
+//! registry enforces that a registration carries the caller's own certified identity
+//! and the address it connects from, and that no address:port is claimed by two
+//! identities at once. Every change bumps the version and is broadcast to all
+//! sessions.
+//!
+//! Entries outlive their session for `retention` (a proxy reconnecting after a
+//! control-plane restart or a network blip does not vanish from everyone's view in the
+//! meantime), and the registry is persisted through the store so a restarted control
+//! plane serves the same view at once.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use spiffe::SpiffeId;
+use tokio::sync::watch;
+
+/// One registered workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub spiffe_id: SpiffeId,
+    pub service: String,
+    pub address: IpAddr,
+    pub inbound_port: u16,
+    pub app_ports: Vec<u16>,
+    pub proxy_version: String,
+}
+
+/// A registry entry with its session state.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub reg: Registration,
+    /// Live session id, or `None` when disconnected.
+    pub session: Option<u64>,
+    /// When the session started, or when it ended.
+    pub since: SystemTime,
+    /// Certificate expiry of the session's proxy.
+    pub cert_not_after: Option<SystemTime>,
+    /// Versions the proxy acknowledged.
+    pub acked_discovery: u64,
+    pub acked_policy: u64,
+}
+
+/// A versioned view of all entries.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub version: u64,
+    pub workloads: Vec<Registration>,
+}
+
+/// Registration refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegisterError {
+    /// Another identity holds this address:port with a live session.
+    #[error("{address}:{port} is registered by {holder}")]
+    AddressTaken {
+        address: IpAddr,
+        port: u16,
+        holder: String,
+    },
+    /// The registration is malformed.
+    #[error("invalid registration: {0}")]
+    Invalid(String),
+}
+
+/// The registry (shared as `Arc<Registry>`).
+pub struct Registry {
+    state: Mutex<State>,
+    tx: watch::Sender<Arc<Snapshot>>,
+    retention: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    version: u64,
+    next_session: u64,
+    /// Keyed by (address, inbound port).
+    entries: HashMap<(IpAddr, u16), Entry>,
+}
+
+impl Registry {
+    /// An empty registry keeping disconnected entries for `retention`.
+    pub fn new(retention: Duration) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            tx: watch::Sender::new(Arc::new(Snapshot::default())),
+            retention,
+        }
+    }
+
+    /// Restores entries (as disconnected) from persistence, with their version.
+    pub fn restore(&self, version: u64, regs: Vec<(Registration, SystemTime)>) {
+        let mut st = self.lock();
+        st.version = version;
+        for (reg, since) in regs {
+            st.entries.insert(
+                (reg.address, reg.inbound_port),
+                Entry {
+                    reg,
+                    session: None,
+                    since,
+                    cert_not_after: None,
+                    acked_discovery: 0,
+                    acked_policy: 0,
+                },
+            );
+        }
+        self.publish(&st);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, st: &State) {
+        let mut workloads: Vec<Registration> = st.entries.values().map(|e| e.reg.clone()).collect();
+        workloads.sort_by(|a, b| {
+            (a.service.as_str(), a.address, a.inbound_port).cmp(&(
+                b.service.as_str(),
+                b.address,
+                b.inbound_port,
+            ))
+        });
+        self.tx.send_replace(Arc::new(Snapshot {
+            version: st.version,
+            workloads,
+        }));
+    }
+
+    /// Registers a live session; returns its session id.
+    pub fn register(
+        &self,
+        reg: Registration,
+        cert_not_after: Option<SystemTime>,
+    ) -> Result<u64, RegisterError> {
+        if reg.inbound_port == 0 {
+            return Err(RegisterError::Invalid("inbound_port must not be 0".into()));
+        }
+        if reg.app_ports.contains(&0) {
+            return Err(RegisterError::Invalid(
+                "app_ports must not contain 0".into(),
+            ));
+        }
+        validate_service(&reg.service).map_err(RegisterError::Invalid)?;
+        let mut st = self.lock();
+        let key = (reg.address, reg.inbound_port);
+        if let Some(existing) = st.entries.get(&key)
+            && existing.reg.spiffe_id != reg.spiffe_id
+            && existing.session.is_some()
+        {
+            return Err(RegisterError::AddressTaken {
+                address: reg.address,
+                port: reg.inbound_port,
+                holder: existing.reg.spiffe_id.to_string(),
+            });
+        }
+        st.next_session += 1;
+        let session = st.next_session;
+        let changed = st.entries.get(&key).is_none_or(|e| e.reg != reg);
+        st.entries.insert(
+            key,
+            Entry {
+                reg,
+                session: Some(session),
+                since: SystemTime::now(),
+                cert_not_after,
+                acked_discovery: 0,
+                acked_policy: 0,
+            },
+        );
+        if changed {
+            st.version += 1;
+            self.publish(&st);
+        }
+        Ok(session)
+    }
+
+    /// Marks a session as ended (the entry is kept for the retention period).
+    pub fn disconnect(&self, session: u64) {
+        let mut st = self.lock();
+        for e in st.entries.values_mut() {
+            if e.session == Some(session) {
+                e.session = None;
+                e.since = SystemTime::now();
+            }
+        }
+    }
+
+    /// Records the versions a session acknowledged.
+    pub fn ack(&self, session: u64, discovery: u64, policy: u64) {
+        let mut st = self.lock();
+        for e in st.entries.values_mut() {
+            if e.session == Some(session) {
+                e.acked_discovery = discovery;
+                e.acked_policy = policy;
+            }
+        }
+    }
+
+    /// Drops entries disconnected for longer than the retention. Returns how many.
+    pub fn expire(&self, now: SystemTime) -> usize {
+        let mut st = self.lock();
+        let before = st.entries.len();
+        let retention = self.retention;
+        st.entries.retain(|_, e| {
+            e.session.is_some() || now.duration_since(e.since).unwrap_or_default() < retention
+        });
+        let removed = before - st.entries.len();
+        if removed > 0 {
+            st.version += 1;
+            self.publish(&st);
+        }
+        removed
+    }
+
+    /// Subscribes to snapshots (current one first).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// All entries with session state, for `ferrulectl workloads`.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut v: Vec<Entry> = self.lock().entries.values().cloned().collect();
+        v.sort_by(|a, b| {
+            a.reg
+                .spiffe_id
+                .to_string()
+                .cmp(&b.reg.spiffe_id.to_string())
+        });
+        v
+    }
+}
+
+/// Service names: 1-63 characters of `a-z 0-9 - .`, starting with a letter or digit.
+pub fn validate_service(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "service {s:?}: use 1-63 characters a-z, 0-9, '-', '.', starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(id: &str, ip: &str, port: u16) -> Registration {
+        Registration {
+            spiffe_id: SpiffeId::new(id).unwrap(),
+            service: "api".into(),
+            address: ip.parse().unwrap(),
+            inbound_port: port,
+            app_ports: vec![8080],
+            proxy_version: "test".into(),
+        }
+    }
+
+    #[test]
+    fn address_cannot_be_claimed_by_another_live_identity() {
+        let r = Registry::new(Duration::from_secs(60));
+        let s1 = r
+            .register(reg("spiffe://td/a", "10.0.0.1", 15006), None)
+            .unwrap();
+        let e = r
+            .register(reg("spiffe://td/b", "10.0.0.1", 15006), None)
+            .unwrap_err();
+        assert!(matches!(e, RegisterError::AddressTaken { .. }));
+        // Same identity reconnecting is fine; another port is fine.
+        r.register(reg("spiffe://td/a", "10.0.0.1", 15006), None)
+            .unwrap();
+        r.register(reg("spiffe://td/b", "10.0.0.1", 15007), None)
+            .unwrap();
+        // After the holder disconnects, the address can move to another identity.
+        r.disconnect(s1);
+        r.disconnect(s1 + 1);
+        r.register(reg("spiffe://td/b", "10.0.0.1", 15006), None)
+            .unwrap();
+    }
+
+    #[test]
+    fn versions_bump_only_on_change_and_expire_after_retention() {
+        let r = Registry::new(Duration::from_secs(60));
+        let s = r
+            .register(reg("spiffe://td/a", "10.0.0.1", 15006), None)
+            .unwrap();
+        let v1 = r.snapshot().version;
+        r.register(reg("spiffe://td/a", "10.0.0.1", 15006), None)
+            .unwrap();
+        assert_eq!(r.snapshot().version, v1, "identical re-registration");
+        r.disconnect(s);
+        r.disconnect(s + 1);
+        assert_eq!(r.expire(SystemTime::now()), 0, "within retention");
+        assert_eq!(r.snapshot().workloads.len(), 1);
+        assert_eq!(r.expire(SystemTime::now() + Duration::from_secs(61)), 1);
+        assert!(r.snapshot().workloads.is_empty());
+        assert!(r.snapshot().version > v1);
+    }
+
+    #[test]
+    fn rejects_bad_registrations() {
+        let r = Registry::new(Duration::from_secs(60));
+        let mut bad = reg("spiffe://td/a", "10.0.0.1", 0);
+        assert!(r.register(bad.clone(), None).is_err());
+        bad.inbound_port = 1;
+        bad.service = "Bad Name".into();
+        assert!(r.register(bad, None).is_err());
+        assert!(validate_service("backend").is_ok());
+        assert!(validate_service("-x").is_err());
+        assert!(validate_service(&"a".repeat(64)).is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! The identity API (`ferrule.identity.v1.Identity`): attests callers and signs their CSRs.
+//!
+//! `Certify` decides *which* identity a caller gets — from its credential on first
+//! contact (join token) or from its still-valid certificate on renewal — and only then
+//! asks the CA (`ca::sign`) to sign the CSR's public key for exactly that identity.
+//! The CSR's own subject and SANs never influence the result.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrule_proto::identity::v1 as pb;
+use ferrule_proto::identity::v1::identity_server::Identity;
+use spiffe::SpiffeId;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::attest::{AttestError, Credential};
+use crate::ca::{BundleSnapshot, CertificateAuthority};
+use crate::server::tls_listener::PeerInfo;
+use crate::store::Store;
+
+/// Largest CSR accepted, in bytes (a P-256 CSR is ~250 bytes).
+const MAX_CSR_BYTES: usize = 8 * 1024;
+
+/// Implementation of the identity gRPC service.
+pub struct IdentityApi {
+    ca: Arc<CertificateAuthority>,
+    store: Arc<Store>,
+    svid_ttl: Duration,
+}
+
+impl IdentityApi {
+    /// Creates the service over the CA and store.
+    pub fn new(ca: Arc<CertificateAuthority>, store: Arc<Store>, svid_ttl: Duration) -> Self {
+        Self {
+            ca,
+            store,
+            svid_ttl,
+        }
+    }
+
+    /// Works out the caller's identity: from its credential, or from its mTLS certificate.
+    fn attest(
+        &self,
+        req: &Request<pb::CertifyRequest>,
+        expected: Option<&SpiffeId>,
+    ) -> Result<(SpiffeId, &'static str), Status> {
+        let credential = match &req.get_ref().credential {
+            Some(pb::certify_request::Credential::JoinToken(t)) => {
+                Some(Credential::JoinToken(t.clone()))
+            }
+            Some(pb::certify_request::Credential::K8sSaToken(_)) => {
+                return Err(Status::unimplemented(
+                    "kubernetes service-account attestation is not enabled on this control plane",
+                ));
+            }
+            None => None,
+        };
+        if let Some(credential) = credential {
+            let kind = credential.kind();
+            let id = crate::attest::attest(
+                &self.store,
+                &credential,
+                std::time::SystemTime::now(),
+                expected,
+            )
+            .map_err(attest_status)?;
+            return Ok((id, kind));
+        }
+        // Renewal: the caller proves its identity with its current certificate.
+        let peer = req
+            .extensions()
+            .get::<PeerInfo>()
+            .ok_or_else(|| Status::internal("connection information missing"))?;
+        let bundle = self.ca.trust_bundle();
+        let tls_bundle = bundle.to_tls_bundle(self.ca.trust_domain()).map_err(|e| {
+            tracing::error!(error = %e, "trust bundle unusable");
+            Status::internal("trust bundle unusable")
+        })?;
+        match peer.verified_identity(&tls_bundle) {
+            Ok(Some(id)) => Ok((id, "renewal")),
+            Ok(None) => Err(Status::unauthenticated(
+                "no credential: send a join token, or renew over mTLS with your current certificate",
+            )),
+            Err(e) => Err(Status::unauthenticated(format!(
+                "renewal refused: client certificate rejected ({}): {e}",
+                e.reason()
+            ))),
+        }
+    }
+}
+
+/// Client faults are INVALID_ARGUMENT; the CA's own faults are INTERNAL/UNAVAILABLE.
+fn sign_status(e: crate::ca::SignError, id: &SpiffeId) -> Status {
+    use crate::ca::SignError as E;
+    match e {
+        E::NoActiveAuthority | E::IssuerExpired { .. } => {
+            tracing::error!(error = %e, spiffe_id = %id, "cannot sign: no usable issuer");
+            Status::unavailable(format!("the CA cannot sign right now: {e}"))
+        }
+        E::Store(_) | E::Encoding(_) => {
+            tracing::error!(error = %e, spiffe_id = %id, "signing failed");
+            Status::internal("signing failed")
+        }
+        other => Status::invalid_argument(other.to_string()),
+    }
+}
+
+fn attest_status(e: AttestError) -> Status {
+    // Each message says what is wrong without echoing the credential itself.
+    match e {
+        AttestError::Store(_) => Status::internal("attestation store unavailable"),
+        other => Status::permission_denied(format!("attestation failed: {other}")),
+    }
+}
+
+#[tonic::async_trait]
+impl Identity for IdentityApi {
+    async fn certify(
+        &self,
+        req: Request<pb::CertifyRequest>,
+    ) -> Result<Response<pb::CertifyResponse>, Status> {
+        let started = Instant::now();
+        let remote = req
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|p| p.remote.to_string())
+            .unwrap_or_default();
+        let result = self.certify_inner(req).await;
+        match &result {
+            Ok(resp) => tracing::info!(
+                %remote,
+                spiffe_id = %resp.get_ref().spiffe_id,
+                expires_at = resp.get_ref().expires_at_unix,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "certificate issued"
+            ),
+            Err(status) => tracing::warn!(
+                %remote,
+                code = ?status.code(),
+                reason = status.message(),
+                "certificate request refused"
+            ),
+        }
+        result
+    }
+
+    type WatchBundleStream =
+        Pin<Box<dyn Stream<Item = Result<pb::TrustBundle, Status>> + Send + 'static>>;
+
+    async fn watch_bundle(
+        &self,
+        _req: Request<pb::WatchBundleRequest>,
+    ) -> Result<Response<Self::WatchBundleStream>, Status> {
+        use tokio_stream::StreamExt;
+        let td = self.ca.trust_domain().to_string();
+        let stream = tokio_stream::wrappers::WatchStream::new(self.ca.subscribe_bundle())
+            .map(move |b| Ok(bundle_to_pb(&td, &b)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Converts a bundle snapshot into its wire form.
+pub fn bundle_to_pb(trust_domain: &str, b: &BundleSnapshot) -> pb::TrustBundle {
+    pb::TrustBundle {
+        trust_domain: trust_domain.to_string(),
+        roots_der: b.roots.iter().map(|r| r.to_vec()).collect(),
+        version: b.version,
+    }
+}
+
+impl IdentityApi {
+    async fn certify_inner(
+        &self,
+        req: Request<pb::CertifyRequest>,
+    ) -> Result<Response<pb::CertifyResponse>, Status> {
+        let csr = &req.get_ref().csr_der;
+        if csr.is_empty() {
+            return Err(Status::invalid_argument("csr_der is empty"));
+        }
+        if csr.len() > MAX_CSR_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "csr_der is {} bytes; the limit is {MAX_CSR_BYTES}",
+                csr.len()
+            )));
+        }
+        // Validate the CSR before spending a credential, so a bad request loses nothing.
+        crate::ca::check_csr(csr).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let expected = match req.get_ref().expected_spiffe_id.as_str() {
+            "" => None,
+            s => Some(SpiffeId::new(s).map_err(|e| {
+                Status::invalid_argument(format!("expected_spiffe_id {s:?} is invalid: {e}"))
+            })?),
+        };
+        let (id, how) = self.attest(&req, expected.as_ref())?;
+        if let Some(expected) = expected
+            && expected != id
+        {
+            return Err(Status::permission_denied(format!(
+                "attested identity {id} differs from the expected {expected}; nothing issued"
+            )));
+        }
+        if !id.is_member_of(self.ca.trust_domain()) {
+            return Err(Status::permission_denied(format!(
+                "{id} is not in trust domain {}",
+                self.ca.trust_domain()
+            )));
+        }
+        let ca = self.ca.clone();
+        let csr = csr.clone();
+        let ttl = self.svid_ttl;
+        let id2 = id.clone();
+        let issued = tokio::task::spawn_blocking(move || ca.sign_svid(&csr, &id2, ttl))
+            .await
+            .map_err(|_| Status::internal("signing task failed"))?
+            .map_err(|e| sign_status(e, &id))?;
+        tracing::debug!(spiffe_id = %id, attestation = how, serial = %issued.serial_hex, "signed");
+        let bundle = self.ca.trust_bundle();
+        Ok(Response::new(pb::CertifyResponse {
+            leaf_der: issued.leaf_der.to_vec(),
+            intermediates_der: issued.intermediates.iter().map(|c| c.to_vec()).collect(),
+            bundle: Some(bundle_to_pb(self.ca.trust_domain().as_str(), &bundle)),
+            expires_at_unix: issued.not_after_unix,
+            spiffe_id: id.to_string(),
+        }))
+    }
+}

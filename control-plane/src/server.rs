@@ -1,0 +1,5 @@
+//! Transports the control plane serves on: the identity API over TLS on TCP
+//! (`tls_listener`) and the admin API on a local Unix socket (`admin_socket`).
+
+pub mod admin_socket;
+pub mod tls_listener;
