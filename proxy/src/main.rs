@@ -1,1 +1,41 @@
-fn main() {}
+//! `ferrule-proxy`: see the crate docs of `ferrule_proxy`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferrule_proxy::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        // Exit 0, 1 on failure, 64 on a bad flag value; see `ferrule_proxy::intercept`.
+        Command::Init(args) => ferrule_proxy::intercept::run_init(args),
+        Command::Run(args) => {
+            ferrule_proxy::telemetry::init_logging(args.log_format == "json");
+            let config = match args.validate() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ferrule-proxy: configuration error: {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("ferrule-proxy: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(ferrule_proxy::app::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ferrule-proxy: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

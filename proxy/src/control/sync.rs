@@ -1,0 +1,180 @@
+//! The proxy's mesh session (`Mesh/Sync`): registers the local workload, applies the
+//! discovery snapshots the control plane streams, and acknowledges each version.
+//!
+//! The session is opened with the proxy's current certificate and reopened (with the
+//! renewed one) whenever it ends. While the control plane is unreachable the last
+//! snapshot stays in force.
+
+use std::net::IpAddr;
+
+use ferrule_proto::mesh::v1 as pb;
+use ferrule_proto::mesh::v1::mesh_client::MeshClient;
+use ferrule_tls::IdentityHandle;
+use spiffe::SpiffeId;
+use tokio::sync::{mpsc, watch};
+
+use super::ControlClient;
+use crate::config::{RETRY_MAX, RETRY_MIN};
+use crate::discovery::{Discovery, Snapshot, Workload};
+use crate::telemetry::Backoff;
+
+/// What the proxy registers for its workload.
+#[derive(Debug, Clone)]
+pub struct RegisterInfo {
+    /// Service name.
+    pub service: String,
+    /// Inbound (mesh) port.
+    pub inbound_port: u16,
+    /// Declared application ports.
+    pub app_ports: Vec<u16>,
+}
+
+/// State of the control-plane session, for metrics and the admin endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct SyncStatus {
+    /// Whether a session is currently open.
+    pub connected: bool,
+    /// Last discovery version applied.
+    pub discovery_version: u64,
+    /// Last error, if the session is down.
+    pub last_error: Option<String>,
+}
+
+/// Runs the session forever.
+pub async fn run(
+    client: ControlClient,
+    identity: IdentityHandle,
+    discovery: Discovery,
+    info: RegisterInfo,
+    status: watch::Sender<SyncStatus>,
+) {
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+    loop {
+        let Some(creds) = identity.credentials() else {
+            // No certificate yet: the identity manager is still bootstrapping.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        };
+        let mut info = info.clone();
+        if info.service.is_empty() {
+            info.service = default_service(creds.spiffe_id());
+        }
+        let result = session(&client, &discovery, &info, &status, &mut backoff).await;
+        status.send_modify(|s| {
+            s.connected = false;
+            s.last_error = result.as_ref().err().map(|e| e.to_string());
+        });
+        match result {
+            Ok(()) => tracing::info!("control-plane session ended; reconnecting"),
+            Err(e) => {
+                tracing::warn!(error = %e, "control-plane session failed; keeping the last discovery data")
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn session(
+    client: &ControlClient,
+    discovery: &Discovery,
+    info: &RegisterInfo,
+    status: &watch::Sender<SyncStatus>,
+    backoff: &mut Backoff,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let channel = client.connect().await?;
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(pb::ProxyMessage {
+        msg: Some(pb::proxy_message::Msg::Register(pb::Register {
+            service: info.service.clone(),
+            inbound_port: u32::from(info.inbound_port),
+            app_ports: info.app_ports.iter().map(|p| u32::from(*p)).collect(),
+            proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+            advertise_address: String::new(),
+        })),
+    })
+    .await?;
+    let mut stream = MeshClient::new(channel)
+        .sync(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    status.send_modify(|s| {
+        s.connected = true;
+        s.last_error = None;
+    });
+    while let Some(msg) = stream.message().await? {
+        backoff.reset();
+        match msg.msg {
+            Some(pb::control_message::Msg::Discovery(d)) => {
+                let version = d.version;
+                let snapshot = snapshot_from_pb(d);
+                tracing::debug!(
+                    version,
+                    workloads = snapshot.len(),
+                    "discovery snapshot applied"
+                );
+                discovery.publish(snapshot);
+                status.send_modify(|s| s.discovery_version = version);
+                let ack = pb::ProxyMessage {
+                    msg: Some(pb::proxy_message::Msg::Ack(pb::Ack {
+                        discovery_version: version,
+                        policy_version: 0,
+                    })),
+                };
+                if tx.send(ack).await.is_err() {
+                    break;
+                }
+            }
+            Some(pb::control_message::Msg::Policy(_)) | None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Service name when none is configured: the last segment of the SPIFFE ID path
+/// (`.../sa/web` → `web`).
+pub fn default_service(id: &SpiffeId) -> String {
+    id.path()
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unnamed")
+        .to_ascii_lowercase()
+}
+
+/// Converts the wire snapshot, skipping (and logging) malformed entries.
+pub fn snapshot_from_pb(d: pb::Discovery) -> Snapshot {
+    let mut workloads = Vec::with_capacity(d.workloads.len());
+    for w in d.workloads {
+        match workload_from_pb(&w) {
+            Ok(w) => workloads.push(w),
+            Err(e) => {
+                tracing::warn!(spiffe_id = %w.spiffe_id, error = %e, "malformed workload in discovery ignored")
+            }
+        }
+    }
+    Snapshot::new(d.version, workloads)
+}
+
+fn workload_from_pb(w: &pb::Workload) -> Result<Workload, String> {
+    let spiffe_id = SpiffeId::new(&w.spiffe_id).map_err(|e| e.to_string())?;
+    let addresses = w
+        .addresses
+        .iter()
+        .map(|a| {
+            a.parse::<IpAddr>()
+                .map_err(|e| format!("address {a:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let port = |p: u32| u16::try_from(p).map_err(|_| format!("port {p} out of range"));
+    Ok(Workload {
+        spiffe_id,
+        service: w.service.clone(),
+        addresses,
+        inbound_port: port(w.inbound_port)?,
+        app_ports: w
+            .app_ports
+            .iter()
+            .map(|p| port(*p))
+            .collect::<Result<_, _>>()?,
+    })
+}

@@ -1,0 +1,313 @@
+//! The inbound side: accepts connections for the local workload, terminates the mesh
+//! hop's mTLS, authorizes the peer, and forwards to the application.
+//!
+//! Per connection, top to bottom (`Inbound::serve_conn`):
+//! 1. Transparent mode: recover the original destination (SO_ORIGINAL_DST).
+//! 2. Detect the protocol from the first bytes (`inbound::detect`).
+//! 3. Mesh hop: TLS handshake requiring a client X.509-SVID that chains to the current
+//!    trust bundle → peer SPIFFE ID; read the hop header → application port.
+//!    Plaintext (transparent mode only): strict ports close it; permissive ports label
+//!    it unauthenticated.
+//! 4. Authorize (peer, port); deny → close, logged with the reason.
+//! 5. Connect to the application and copy bytes both ways.
+
+pub mod detect;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrule_tls::IdentityHandle;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::config::file::{Limits, Mode, PortMode, Protocol};
+use crate::drain::Drain;
+use crate::hop;
+use crate::io::copy_bidirectional;
+use crate::policy::{Authorizer, Peer};
+use detect::Protocol as Detected;
+
+/// Settings for one declared application port.
+#[derive(Debug, Clone)]
+pub struct PortSettings {
+    /// Where the application listens (default: explicit `127.0.0.1:<port>`,
+    /// transparent: the original destination).
+    pub app: Option<SocketAddr>,
+    /// Strict or permissive.
+    pub mode: PortMode,
+    /// Opaque or HTTP.
+    pub protocol: Protocol,
+}
+
+/// Inbound configuration.
+#[derive(Debug, Clone)]
+pub struct InboundSettings {
+    /// Explicit or transparent.
+    pub mode: Mode,
+    /// Mode of undeclared ports (transparent mode).
+    pub default_mode: PortMode,
+    /// Declared application ports.
+    pub ports: HashMap<u16, PortSettings>,
+    /// Ports that belong to the proxy itself and are never forwarded to.
+    pub own_ports: Vec<u16>,
+    /// Timeouts and caps.
+    pub limits: Limits,
+}
+
+/// Why an inbound connection was refused or ended badly. Each has a stable label.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("protocol detection: {0}")]
+    Detect(#[from] detect::DetectError),
+    #[error("TLS handshake failed ({reason}): {source}")]
+    Handshake {
+        reason: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
+    #[error("peer certificate has no usable SPIFFE ID")]
+    NoPeerIdentity,
+    #[error("hop header: {0}")]
+    Hop(#[from] hop::HopError),
+    #[error("hop header names port {hop} but the connection was for port {original}")]
+    PortMismatch { hop: u16, original: u16 },
+    #[error("port {0} is not an application port of this workload")]
+    UndeclaredPort(u16),
+    #[error("plaintext connection to strict port {0}")]
+    PlaintextOnStrictPort(u16),
+    #[error("plaintext connection on the mesh port (explicit mode accepts only mTLS)")]
+    PlaintextOnMeshPort,
+    #[error("denied by {policy}: {reason}")]
+    Denied {
+        policy: String,
+        reason: &'static str,
+    },
+    #[error("connecting to the application at {addr}: {source}")]
+    AppConnect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to the application at {0} timed out")]
+    AppConnectTimeout(SocketAddr),
+    #[error("original destination: {0}")]
+    OriginalDst(std::io::Error),
+}
+
+impl InboundError {
+    /// Stable label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Detect(_) => "detect",
+            Self::Handshake { reason, .. } => reason,
+            Self::HandshakeTimeout => "timeout",
+            Self::NoPeerIdentity => "no_spiffe_id",
+            Self::Hop(_) => "hop_header",
+            Self::PortMismatch { .. } => "port_mismatch",
+            Self::UndeclaredPort(_) => "undeclared_port",
+            Self::PlaintextOnStrictPort(_) => "plaintext_on_strict_port",
+            Self::PlaintextOnMeshPort => "plaintext_on_mesh_port",
+            Self::Denied { .. } => "denied",
+            Self::AppConnect { .. } => "app_connect",
+            Self::AppConnectTimeout(_) => "app_connect_timeout",
+            Self::OriginalDst(_) => "original_dst",
+        }
+    }
+}
+
+/// The inbound proxy.
+pub struct Inbound {
+    settings: InboundSettings,
+    acceptor: TlsAcceptor,
+    authz: Authorizer,
+}
+
+impl Inbound {
+    /// Builds the inbound side; its TLS configuration reads `identity` at each handshake.
+    pub fn new(
+        settings: InboundSettings,
+        identity: &IdentityHandle,
+        tls: &ferrule_tls::TlsOptions,
+        authz: Authorizer,
+    ) -> Result<Self, ferrule_tls::ConfigError> {
+        let mut opts = tls.clone();
+        opts.alpn = vec![hop::ALPN.to_vec()];
+        let config =
+            ferrule_tls::server_config(identity, ferrule_tls::ClientAuth::Required, &opts)?;
+        Ok(Self {
+            settings,
+            acceptor: TlsAcceptor::from(config),
+            authz,
+        })
+    }
+
+    /// Accepts connections until the drain starts, then lets live ones finish.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, drain: Drain) {
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = drain.signaled() => break,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "inbound accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Some(guard) = drain.try_track() else {
+                tracing::warn!(%remote, limit = self.settings.limits.max_connections, "inbound connection refused: connection cap reached");
+                continue;
+            };
+            let this = self.clone();
+            let span = tracing::info_span!("inbound", %remote, peer = tracing::field::Empty, port = tracing::field::Empty);
+            tokio::spawn(
+                async move {
+                    let _guard = guard;
+                    match this.serve_conn(tcp, remote).await {
+                        Ok(stats) => tracing::debug!(bytes_in = stats.a_to_b, bytes_out = stats.b_to_a, "inbound connection closed"),
+                        Err(e) => tracing::info!(reason = e.reason(), error = %e, "inbound connection refused"),
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    async fn serve_conn(
+        &self,
+        tcp: TcpStream,
+        remote: SocketAddr,
+    ) -> Result<crate::io::CopyStats, InboundError> {
+        let _ = tcp.set_nodelay(true);
+        let limits = &self.settings.limits;
+        let original = match self.settings.mode {
+            Mode::Transparent => crate::intercept::original_dst(&tcp).ok(),
+            Mode::Explicit => None,
+        };
+        let (proto, io) = detect::detect(tcp, limits.detect_timeout).await?;
+        match proto {
+            Detected::Mesh => {
+                let tls =
+                    match tokio::time::timeout(limits.handshake_timeout, self.acceptor.accept(io))
+                        .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            return Err(InboundError::Handshake {
+                                reason: ferrule_tls::classify_io(&e),
+                                source: e,
+                            });
+                        }
+                        Err(_) => return Err(InboundError::HandshakeTimeout),
+                    };
+                let peer_id = ferrule_tls::peer_spiffe_id(tls.get_ref().1.peer_certificates())
+                    .ok_or(InboundError::NoPeerIdentity)?;
+                tracing::Span::current().record("peer", tracing::field::display(&peer_id));
+                let mut tls = tls;
+                let port = hop::read_header(&mut tls, limits.handshake_timeout).await?;
+                tracing::Span::current().record("port", port);
+                if let Some(orig) = original
+                    && orig.port() != port
+                {
+                    return Err(InboundError::PortMismatch {
+                        hop: port,
+                        original: orig.port(),
+                    });
+                }
+                let target = self.target(port, original)?;
+                self.authorize(&Peer::Authenticated(peer_id), port)?;
+                let app = self.connect_app(target.0).await?;
+                self.finish(tls, app).await
+            }
+            Detected::Plaintext | Detected::OtherTls | Detected::Silent => {
+                let Some(orig) = original else {
+                    return Err(InboundError::PlaintextOnMeshPort);
+                };
+                let port = orig.port();
+                tracing::Span::current().record("port", port);
+                let (addr, mode) = self.target(port, original)?;
+                if mode == PortMode::Strict {
+                    return Err(InboundError::PlaintextOnStrictPort(port));
+                }
+                tracing::Span::current().record("peer", "unauthenticated");
+                self.authorize(&Peer::Unauthenticated(remote.ip()), port)?;
+                let app = self.connect_app(addr).await?;
+                self.finish(io, app).await
+            }
+        }
+    }
+
+    /// Where port `port` goes, and its mode.
+    fn target(
+        &self,
+        port: u16,
+        original: Option<SocketAddr>,
+    ) -> Result<(SocketAddr, PortMode), InboundError> {
+        if self.settings.own_ports.contains(&port) {
+            return Err(InboundError::UndeclaredPort(port));
+        }
+        if let Some(p) = self.settings.ports.get(&port) {
+            let addr = match (p.app, original, self.settings.mode) {
+                (Some(app), _, _) => app,
+                (None, Some(orig), Mode::Transparent) => orig,
+                _ => SocketAddr::from(([127, 0, 0, 1], port)),
+            };
+            return Ok((addr, p.mode));
+        }
+        match (self.settings.mode, original) {
+            (Mode::Transparent, Some(orig)) => Ok((orig, self.settings.default_mode)),
+            _ => Err(InboundError::UndeclaredPort(port)),
+        }
+    }
+
+    fn authorize(&self, peer: &Peer, port: u16) -> Result<(), InboundError> {
+        let d = self.authz.connection(peer, port);
+        if d.allow {
+            tracing::debug!(policy = %d.policy, reason = d.reason, "allowed");
+            Ok(())
+        } else {
+            Err(InboundError::Denied {
+                policy: d.policy,
+                reason: d.reason,
+            })
+        }
+    }
+
+    async fn connect_app(&self, addr: SocketAddr) -> Result<TcpStream, InboundError> {
+        match tokio::time::timeout(
+            self.settings.limits.connect_timeout,
+            TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Ok(Err(source)) => Err(InboundError::AppConnect { addr, source }),
+            Err(_) => Err(InboundError::AppConnectTimeout(addr)),
+        }
+    }
+
+    async fn finish<A, B>(&self, a: A, b: B) -> Result<crate::io::CopyStats, InboundError>
+    where
+        A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let idle = Some(self.settings.limits.idle_timeout).filter(|d| !d.is_zero());
+        match copy_bidirectional(a, b, idle).await {
+            Ok(stats) => Ok(stats),
+            Err(e) => {
+                tracing::debug!(error = %e, "inbound copy ended with an error");
+                Ok(crate::io::CopyStats::default())
+            }
+        }
+    }
+}

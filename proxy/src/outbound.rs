@@ -1,0 +1,305 @@
+//! The outbound side: takes the application's connection, finds the destination's
+//! endpoints and the SPIFFE ID it must present (`discovery`), and dials it over mTLS.
+//!
+//! Two ways in:
+//! * **Transparent**: netfilter redirected the app's connection to the outbound
+//!   listener; the original destination comes from SO_ORIGINAL_DST. A meshed
+//!   destination IP is dialled at its original address over mTLS; an unmeshed one is
+//!   refused or passed through in plaintext, per configuration.
+//! * **Explicit**: the app dials a local upstream port bound to a mesh service; the
+//!   proxy picks one of the service's endpoints (random order, next one on connect
+//!   failure) and dials its inbound listener.
+//!
+//! In both cases the server must present exactly the expected identity, chained to the
+//! current trust bundle; otherwise the connection is closed and the reason logged.
+//! A destination known to be meshed is never dialled in plaintext.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrule_tls::{IdentityHandle, TlsOptions};
+use rustls::pki_types::ServerName;
+use spiffe::SpiffeId;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use tracing::Instrument;
+
+use crate::config::file::{Limits, Unmeshed};
+use crate::discovery::Discovery;
+use crate::drain::Drain;
+use crate::hop;
+use crate::io::{CopyStats, copy_bidirectional};
+
+/// Where an accepted application connection wants to go.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// Explicit upstream: a service name and application port.
+    Service { service: Arc<str>, port: u16 },
+    /// Transparent capture: the original destination address.
+    Original,
+}
+
+/// Outbound configuration.
+#[derive(Debug, Clone)]
+pub struct OutboundSettings {
+    /// What to do with unmeshed destinations (transparent mode).
+    pub unmeshed: Unmeshed,
+    /// Timeouts and caps.
+    pub limits: Limits,
+    /// TLS options.
+    pub tls: TlsOptions,
+}
+
+/// Why an outbound connection failed. Each has a stable label.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("no discovery data from the control plane yet; refusing rather than guessing")]
+    NotSynced,
+    #[error("original destination: {0}")]
+    OriginalDst(std::io::Error),
+    #[error("service {service:?} has no endpoints for port {port}")]
+    NoEndpoints { service: String, port: u16 },
+    #[error("destination {0} is not in the mesh and this proxy refuses unmeshed traffic")]
+    Unmeshed(SocketAddr),
+    #[error("destination {0} is this proxy's own outbound listener (forwarding loop)")]
+    Loop(SocketAddr),
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(SocketAddr),
+    #[error("no identity certificate yet; mesh connections fail closed")]
+    NoCertificate,
+    #[error("TLS handshake with {addr} failed ({reason}): {source}")]
+    Handshake {
+        addr: SocketAddr,
+        reason: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {0} timed out")]
+    HandshakeTimeout(SocketAddr),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] ferrule_tls::ConfigError),
+}
+
+impl OutboundError {
+    /// Stable label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotSynced => "not_synced",
+            Self::OriginalDst(_) => "original_dst",
+            Self::NoEndpoints { .. } => "no_endpoints",
+            Self::Unmeshed(_) => "unmeshed_refused",
+            Self::Loop(_) => "loop",
+            Self::Connect { .. } => "connect",
+            Self::ConnectTimeout(_) => "connect_timeout",
+            Self::NoCertificate => "no_certificate",
+            Self::Handshake { reason, .. } => reason,
+            Self::HandshakeTimeout(_) => "timeout",
+            Self::Tls(_) => "tls_config",
+        }
+    }
+}
+
+/// The outbound proxy.
+pub struct Outbound {
+    settings: OutboundSettings,
+    identity: IdentityHandle,
+    discovery: Discovery,
+    /// Client TLS configurations, one per expected server identity.
+    configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
+}
+
+impl Outbound {
+    /// Builds the outbound side.
+    pub fn new(settings: OutboundSettings, identity: IdentityHandle, discovery: Discovery) -> Self {
+        Self {
+            settings,
+            identity,
+            discovery,
+            configs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Accepts application connections on `listener` for `dest` until the drain starts.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, dest: Destination, drain: Drain) {
+        let local = listener.local_addr().ok();
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = drain.signaled() => break,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbound accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Some(guard) = drain.try_track() else {
+                tracing::warn!(%remote, limit = drain.max(), "outbound connection refused: connection cap reached");
+                continue;
+            };
+            let this = self.clone();
+            let dest = dest.clone();
+            let span = tracing::info_span!("outbound", %remote, dst = tracing::field::Empty, server_id = tracing::field::Empty);
+            tokio::spawn(
+                async move {
+                    let _guard = guard;
+                    match this.serve_conn(tcp, dest, local).await {
+                        Ok(s) => tracing::debug!(bytes_out = s.a_to_b, bytes_in = s.b_to_a, "outbound connection closed"),
+                        Err(e) => tracing::info!(reason = e.reason(), error = %e, "outbound connection refused"),
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    async fn serve_conn(
+        &self,
+        app: TcpStream,
+        dest: Destination,
+        listener_addr: Option<SocketAddr>,
+    ) -> Result<CopyStats, OutboundError> {
+        let _ = app.set_nodelay(true);
+        let limits = &self.settings.limits;
+        let original = match &dest {
+            Destination::Original => {
+                let orig =
+                    crate::intercept::original_dst(&app).map_err(OutboundError::OriginalDst)?;
+                if Some(orig) == listener_addr {
+                    return Err(OutboundError::Loop(orig));
+                }
+                Some(orig)
+            }
+            Destination::Service { .. } => None,
+        };
+        if !self.discovery.wait_synced(limits.connect_timeout).await {
+            return Err(OutboundError::NotSynced);
+        }
+        let snapshot = self.discovery.snapshot();
+        let (candidates, port): (Vec<(SocketAddr, SpiffeId)>, u16) = match (dest, original) {
+            (Destination::Service { service, port }, _) => {
+                let mut eps = snapshot.endpoints(&service, port);
+                if eps.is_empty() {
+                    return Err(OutboundError::NoEndpoints {
+                        service: service.to_string(),
+                        port,
+                    });
+                }
+                shuffle(&mut eps);
+                (eps, port)
+            }
+            (Destination::Original, Some(orig)) => match snapshot.by_ip(orig.ip()) {
+                Some(w) => (vec![(orig, w.spiffe_id.clone())], orig.port()),
+                None => {
+                    tracing::Span::current().record("dst", tracing::field::display(orig));
+                    return match self.settings.unmeshed {
+                        Unmeshed::Refuse => Err(OutboundError::Unmeshed(orig)),
+                        Unmeshed::Passthrough => {
+                            let server = connect(orig, limits.connect_timeout).await?;
+                            tracing::debug!("unmeshed destination: passthrough in plaintext");
+                            Ok(copy(app, server, limits).await)
+                        }
+                    };
+                }
+            },
+            (Destination::Original, None) => {
+                return Err(OutboundError::OriginalDst(
+                    std::io::ErrorKind::NotFound.into(),
+                ));
+            }
+        };
+        if self.identity.credentials().is_none() {
+            return Err(OutboundError::NoCertificate);
+        }
+        let mut last_err = None;
+        for (addr, id) in candidates {
+            tracing::Span::current().record("dst", tracing::field::display(addr));
+            tracing::Span::current().record("server_id", tracing::field::display(&id));
+            let tcp = match connect(addr, limits.connect_timeout).await {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "endpoint unreachable; trying the next");
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            let connector = TlsConnector::from(self.client_config(&id)?);
+            // Verification is by SPIFFE ID; the server name is only a placeholder.
+            let name = ServerName::try_from("mesh.ferrule.invalid").expect("static name is valid");
+            let mut tls =
+                match tokio::time::timeout(limits.handshake_timeout, connector.connect(name, tcp))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        return Err(OutboundError::Handshake {
+                            addr,
+                            reason: ferrule_tls::classify_io(&e),
+                            source: e,
+                        });
+                    }
+                    Err(_) => return Err(OutboundError::HandshakeTimeout(addr)),
+                };
+            hop::write_header(&mut tls, port)
+                .await
+                .map_err(|source| OutboundError::Connect { addr, source })?;
+            return Ok(copy(app, tls, limits).await);
+        }
+        Err(last_err.unwrap_or(OutboundError::NotSynced))
+    }
+
+    fn client_config(&self, id: &SpiffeId) -> Result<Arc<rustls::ClientConfig>, OutboundError> {
+        let mut configs = self.configs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = configs.get(id) {
+            return Ok(c.clone());
+        }
+        let mut opts = self.settings.tls.clone();
+        opts.alpn = vec![hop::ALPN.to_vec()];
+        let c = ferrule_tls::client_config(&self.identity, vec![id.clone()], &opts)?;
+        configs.insert(id.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, OutboundError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(source)) => Err(OutboundError::Connect { addr, source }),
+        Err(_) => Err(OutboundError::ConnectTimeout(addr)),
+    }
+}
+
+async fn copy<A, B>(a: A, b: B, limits: &Limits) -> CopyStats
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let idle = Some(limits.idle_timeout).filter(|d| !d.is_zero());
+    match copy_bidirectional(a, b, idle).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "outbound copy ended with an error");
+            CopyStats::default()
+        }
+    }
+}
+
+fn shuffle<T>(v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        let j = rand::random_range(0..=i);
+        v.swap(i, j);
+    }
+}

@@ -1,0 +1,70 @@
+//! Logging set-up and small helpers shared by the proxy's background tasks.
+
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber: text by default, JSON on request; level from
+/// `RUST_LOG` (default `info`).
+pub fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Capped exponential backoff with full jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min`, doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            current: min,
+        }
+    }
+
+    /// The next delay: a random value in `[current/2, current]`, then doubles `current`.
+    pub fn next_delay(&mut self) -> Duration {
+        let cur = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let half = cur / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+
+    /// Back to the minimum after a success.
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let delays: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
+        assert!(delays[0] <= Duration::from_millis(100));
+        assert!(delays[0] >= Duration::from_millis(50));
+        for d in &delays {
+            assert!(*d <= Duration::from_millis(800));
+        }
+        assert!(delays[5] >= Duration::from_millis(400));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}
