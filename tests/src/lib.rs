@@ -1,1 +1,11 @@
-//! Test harness: starts the real Ferrule binaries and talks to them.
+//! End-to-end test harness: starts the real Ferrule binaries (built by
+//! `cargo build --bins`, which `tests/run.sh` does first) on loopback with per-test
+//! temporary directories, and talks to them the way an operator would.
+
+pub mod apps;
+pub mod http;
+pub mod netns;
+pub mod pki;
+pub mod process;
+
+pub use process::{ControlPlane, CpOptions, Proxy, ProxyOptions, bin_path, ctl_output};

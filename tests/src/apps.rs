@@ -1,0 +1,157 @@
+//! Tiny application servers and clients for data-path tests (plain TCP, threads).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+
+use aws_lc_rs::digest;
+
+/// What a test server does with each connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Behaviour {
+    /// Echo every byte back; on EOF, half-close the write side.
+    Echo,
+    /// Read until EOF, then answer with `"<bytes> <sha256 hex>\n"` and close.
+    Sink,
+    /// Speak first: send `n` pattern bytes, then close (ignores input).
+    Source(usize),
+}
+
+/// A test server on 127.0.0.1 (or a given address) counting its connections.
+pub struct AppServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl AppServer {
+    /// Starts a server with `behaviour` on a free loopback port.
+    pub fn start(behaviour: Behaviour) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), behaviour)
+    }
+
+    /// Starts a server with `behaviour` on `addr`.
+    pub fn start_on(addr: SocketAddr, behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind(addr).expect("bind app server");
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || serve(conn, behaviour));
+            }
+        });
+        Self { addr, accepted }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn serve(mut conn: TcpStream, behaviour: Behaviour) {
+    match behaviour {
+        Behaviour::Echo => {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if conn.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = conn.shutdown(Shutdown::Write);
+        }
+        Behaviour::Sink => {
+            let mut ctx = digest::Context::new(&digest::SHA256);
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0u64;
+            loop {
+                match conn.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        ctx.update(&buf[..n]);
+                        total += n as u64;
+                    }
+                    Err(_) => return,
+                }
+            }
+            let _ = writeln!(conn, "{total} {}", hex(ctx.finish().as_ref()));
+            let _ = conn.shutdown(Shutdown::Write);
+        }
+        Behaviour::Source(n) => {
+            let data = pattern(n, 7);
+            let _ = conn.write_all(&data);
+            let _ = conn.shutdown(Shutdown::Write);
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// SHA-256 hex of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(digest::digest(&digest::SHA256, data).as_ref())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Sends `data` to an echo server through `addr`, half-closes, reads everything back.
+pub fn echo_roundtrip(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let conn = TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let mut w = conn.try_clone()?;
+    let payload = data.to_vec();
+    let writer = thread::spawn(move || -> std::io::Result<()> {
+        w.write_all(&payload)?;
+        w.shutdown(Shutdown::Write)
+    });
+    let mut out = Vec::with_capacity(data.len());
+    let mut r = conn;
+    r.read_to_end(&mut out)?;
+    writer.join().expect("writer thread")?;
+    Ok(out)
+}
+
+/// Streams `n` pattern bytes to a sink server through `addr`; returns its answer line.
+pub fn sink_send(addr: SocketAddr, n: usize, seed: u64) -> std::io::Result<(String, String)> {
+    let mut conn = TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let chunk = pattern(1 << 20, seed);
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(chunk.len());
+        conn.write_all(&chunk[..k])?;
+        ctx.update(&chunk[..k]);
+        left -= k;
+    }
+    conn.shutdown(Shutdown::Write)?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    Ok((
+        format!("{n} {}", hex(ctx.finish().as_ref())),
+        answer.trim().to_string(),
+    ))
+}

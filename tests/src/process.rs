@@ -1,0 +1,456 @@
+//! Child-process management for the real binaries. Every child is killed on drop, and
+//! its log is kept in the test's temp dir so a failing test can print it.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Path of a workspace binary in the Cargo target directory.
+pub fn bin_path(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let p = target.join(profile).join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first (`cargo build --bins`, or run tests/run.sh)",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command, log: PathBuf) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
+        Ok(Self { child, log })
+    }
+
+    fn stop(&mut self) {
+        // SIGTERM first, so graceful shutdown is exercised; then SIGKILL.
+        let pid = self.child.id() as i32;
+        unsafe_kill(pid, 15);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: i32) {
+    // `kill` from the shell keeps this crate free of libc/unsafe.
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Options for starting the control plane.
+#[derive(Debug, Clone)]
+pub struct CpOptions {
+    /// Trust domain.
+    pub trust_domain: String,
+    /// Certificate lifetime given to `--svid-ttl` (e.g. "1h", "6s").
+    pub svid_ttl: String,
+    /// Extra arguments.
+    pub extra_args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for CpOptions {
+    fn default() -> Self {
+        Self {
+            trust_domain: "demo.local".into(),
+            svid_ttl: "1h".into(),
+            extra_args: vec![],
+            env: vec![],
+        }
+    }
+}
+
+/// A running `ferrule-control-plane` with its own data directory.
+pub struct ControlPlane {
+    proc: Option<Running>,
+    /// Temporary directory holding the data dir and logs.
+    pub dir: tempfile::TempDir,
+    /// Identity API address.
+    pub addr: SocketAddr,
+    /// Options it was started with (reused by `restart`).
+    pub opts: CpOptions,
+    starts: u32,
+}
+
+impl ControlPlane {
+    /// Starts a control plane and waits until it serves.
+    pub fn start(opts: CpOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let mut cp = Self {
+            proc: None,
+            dir,
+            addr,
+            opts,
+            starts: 0,
+        };
+        cp.spawn()?;
+        cp.wait_serving()?;
+        Ok(cp)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The admin socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.data_dir().join("admin.sock")
+    }
+
+    /// The bundle PEM the control plane writes for proxies.
+    pub fn bundle_file(&self) -> PathBuf {
+        self.data_dir().join("bundle.pem")
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(bin_path("ferrule-control-plane"));
+        cmd.arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--trust-domain")
+            .arg(&self.opts.trust_domain)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--svid-ttl")
+            .arg(&self.opts.svid_ttl)
+            .args(&self.opts.extra_args)
+            .env("RUST_LOG", "info,ferrule_control_plane=debug");
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Spawns the process without waiting (for tests that expect a start-up failure).
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        self.starts += 1;
+        let log = self
+            .dir
+            .path()
+            .join(format!("control-plane.{}.log", self.starts));
+        self.proc = Some(Running::spawn(self.command(), log)?);
+        Ok(())
+    }
+
+    /// Runs the control plane binary to completion with the given extra args (for
+    /// start-up validation tests); returns its output.
+    pub fn run_to_exit(&self, extra: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = self.command();
+        cmd.args(extra);
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if child.try_wait()?.is_some() {
+                return Ok(child.wait_with_output()?);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "control plane did not exit: {:?}",
+                    child.wait_with_output()?
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the identity API accepts TCP and the admin socket answers.
+    pub fn wait_serving(&mut self) -> anyhow::Result<()> {
+        let ok = wait_for(Duration::from_secs(20), || {
+            if let Some(p) = self.proc.as_mut()
+                && p.exited().is_some()
+            {
+                return Some(false);
+            }
+            let up = TcpStream::connect(self.addr).is_ok()
+                && self.admin_socket().exists()
+                && self.bundle_file().exists();
+            up.then_some(true)
+        });
+        match ok {
+            Some(true) => Ok(()),
+            _ => bail!("control plane did not start; log:\n{}", self.log()),
+        }
+    }
+
+    /// Stops (SIGTERM, then SIGKILL) the control plane.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop();
+        }
+    }
+
+    /// Kills the control plane abruptly.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts it again on the same address and data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()?;
+        self.wait_serving()
+    }
+
+    /// Whether the process has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.as_mut().and_then(|p| p.exited())
+    }
+
+    /// The log of the current (or last) run.
+    pub fn log(&self) -> String {
+        self.proc.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+
+    /// Runs `ferrulectl` against this control plane.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        ctl_output(&self.admin_socket(), args)
+    }
+
+    /// Runs `ferrulectl` and returns stdout, failing on a non-zero exit.
+    pub fn ctl_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.ctl(args);
+        if !out.status.success() {
+            bail!(
+                "ferrulectl {args:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Creates a join token and returns the secret.
+    pub fn create_token(&self, spiffe_id: &str, uses: u32, ttl: &str) -> anyhow::Result<String> {
+        let uses = uses.to_string();
+        let out = self.ctl_ok(&[
+            "token",
+            "create",
+            "--spiffe-id",
+            spiffe_id,
+            "--uses",
+            &uses,
+            "--ttl",
+            ttl,
+        ])?;
+        Ok(out.trim().to_string())
+    }
+}
+
+/// Runs `ferrulectl --socket <socket> <args>`.
+pub fn ctl_output(socket: &Path, args: &[&str]) -> Output {
+    Command::new(bin_path("ferrulectl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run ferrulectl")
+}
+
+/// Options for starting a proxy.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// Join token (passed through a 0600 file, as recommended).
+    pub token: Option<String>,
+    /// Expected SPIFFE ID (`--spiffe-id`).
+    pub spiffe_id: Option<String>,
+    /// Extra arguments to `ferrule-proxy run`.
+    pub extra_args: Vec<String>,
+    /// Data-path config file contents (YAML), passed with `--config`.
+    pub config_yaml: Option<String>,
+}
+
+/// A running `ferrule-proxy`.
+pub struct Proxy {
+    proc: Option<Running>,
+    dir: tempfile::TempDir,
+    /// Admin endpoint address.
+    pub admin: SocketAddr,
+}
+
+impl Proxy {
+    /// Starts a proxy against `cp` (does not wait for readiness).
+    pub fn start(cp: &ControlPlane, opts: ProxyOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let mut cmd = Command::new(bin_path("ferrule-proxy"));
+        cmd.arg("run")
+            .arg("--trust-domain")
+            .arg(&cp.opts.trust_domain)
+            .arg("--control-plane")
+            .arg(cp.addr.to_string())
+            .arg("--bundle-file")
+            .arg(cp.bundle_file())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .env("RUST_LOG", "info,ferrule_proxy=debug");
+        if let Some(t) = &opts.token {
+            let path = dir.path().join("token");
+            std::fs::write(&path, t)?;
+            cmd.arg("--join-token-file").arg(path);
+        }
+        if let Some(id) = &opts.spiffe_id {
+            cmd.arg("--spiffe-id").arg(id);
+        }
+        // Without a config, still keep the inbound listener off the shared default port.
+        let yaml = opts
+            .config_yaml
+            .clone()
+            .unwrap_or_else(|| format!("inbound:\n  listen: 127.0.0.1:{}\n", free_port()));
+        let path = dir.path().join("proxy.yaml");
+        std::fs::write(&path, yaml)?;
+        cmd.arg("--config").arg(path);
+        cmd.args(&opts.extra_args);
+        let log = dir.path().join("proxy.log");
+        let proc = Running::spawn(cmd, log)?;
+        Ok(Self {
+            proc: Some(proc),
+            dir,
+            admin,
+        })
+    }
+
+    /// The proxy's log so far.
+    pub fn log(&self) -> String {
+        self.proc.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+
+    /// Temp dir of this proxy.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// GET on the admin endpoint: (status, body).
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        crate::http::get(self.admin, path)
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        match wait_for(timeout, || {
+            matches!(self.admin_get("/ready"), Ok((200, _))).then_some(())
+        }) {
+            Some(()) => Ok(()),
+            None => bail!(
+                "proxy not ready after {timeout:?}: {:?}\nlog:\n{}",
+                self.admin_get("/ready"),
+                self.log()
+            ),
+        }
+    }
+
+    /// The `/identity` JSON.
+    pub fn identity(&self) -> anyhow::Result<serde_json::Value> {
+        let (code, body) = self.admin_get("/identity")?;
+        anyhow::ensure!(code == 200, "/identity answered {code}: {body}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Current serial number, if any.
+    pub fn serial(&self) -> Option<String> {
+        self.identity()
+            .ok()?
+            .get("serial")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Sends SIGTERM and waits for the exit (at most `timeout`); returns the status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let p = self.proc.as_mut()?;
+        unsafe_kill(p.child.id() as i32, 15);
+        wait_for(timeout, || p.exited())
+    }
+
+    /// Kills the proxy.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Whether it exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.as_mut().and_then(|p| p.exited())
+    }
+}

@@ -1,0 +1,204 @@
+//! The mTLS data path in explicit mode on loopback, with the real binaries:
+//! app client → outbound proxy (upstream port) → mTLS → inbound proxy → app server.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ferrule_tests::apps::{AppServer, Behaviour, echo_roundtrip, pattern, sha256_hex, sink_send};
+use ferrule_tests::process::{free_port, wait_for};
+use ferrule_tests::{ControlPlane, CpOptions, Proxy, ProxyOptions};
+
+const WEB: &str = "spiffe://demo.local/ns/default/sa/web";
+const API: &str = "spiffe://demo.local/ns/default/sa/api";
+
+/// A two-workload mesh: `web` (client side) and `api` (server side).
+pub struct Mesh {
+    pub cp: ControlPlane,
+    pub web: Proxy,
+    pub api: Proxy,
+    pub app: AppServer,
+    /// The upstream port on web's proxy that leads to api:8080.
+    pub upstream: SocketAddr,
+    /// api proxy's inbound (mesh) listener.
+    pub api_inbound: SocketAddr,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+pub fn mesh(behaviour: Behaviour, api_extra_yaml: &str) -> Mesh {
+    let cp = ControlPlane::start(CpOptions::default()).expect("control plane");
+    let app = AppServer::start(behaviour);
+    let api_inbound = loopback(free_port());
+    let upstream = loopback(free_port());
+    let api = Proxy::start(
+        &cp,
+        ProxyOptions {
+            token: Some(cp.create_token(API, 1, "5m").unwrap()),
+            config_yaml: Some(format!(
+                "service: api\ninbound:\n  listen: {api_inbound}\n  ports:\n    - port: 8080\n      app: {}\n{api_extra_yaml}",
+                app.addr
+            )),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let web = Proxy::start(
+        &cp,
+        ProxyOptions {
+            token: Some(cp.create_token(WEB, 1, "5m").unwrap()),
+            config_yaml: Some(format!(
+                "service: web\ninbound:\n  listen: 127.0.0.1:{}\noutbound:\n  upstreams:\n    - listen: {upstream}\n      service: api\n      port: 8080\n",
+                free_port()
+            )),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    api.wait_ready(Duration::from_secs(20)).unwrap();
+    web.wait_ready(Duration::from_secs(20)).unwrap();
+    // web must have learnt about api.
+    wait_for(Duration::from_secs(10), || {
+        (web.identity().ok()?["workloads_known"].as_u64()? >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("discovery did not converge: {}", web.log()));
+    Mesh {
+        cp,
+        web,
+        api,
+        app,
+        upstream,
+        api_inbound,
+    }
+}
+
+#[test]
+fn echo_through_the_mesh_both_directions_with_half_close() {
+    let m = mesh(Behaviour::Echo, "");
+    let got = echo_roundtrip(m.upstream, b"hello through the mesh").unwrap();
+    assert_eq!(got, b"hello through the mesh");
+    // Zero bytes: connect, half-close, get EOF back.
+    assert_eq!(echo_roundtrip(m.upstream, b"").unwrap(), b"");
+    // One byte, one TLS record +- 1, 64 KiB +- 1.
+    for n in [1usize, 16383, 16384, 16385, 65535, 65536, 65537, 1 << 20] {
+        let data = pattern(n, n as u64);
+        let got = echo_roundtrip(m.upstream, &data).unwrap();
+        assert_eq!(got.len(), n, "length for {n}");
+        assert!(got == data, "content for {n}");
+    }
+}
+
+#[test]
+fn large_transfer_is_byte_exact() {
+    let m = mesh(Behaviour::Sink, "");
+    let (expected, answer) = sink_send(m.upstream, 256 << 20, 42).unwrap();
+    assert_eq!(answer, expected, "256 MiB client->server");
+}
+
+#[test]
+fn server_speaks_first_and_large_download() {
+    let m = mesh(Behaviour::Source(64 << 20), "");
+    let mut c = TcpStream::connect(m.upstream).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), 64 << 20);
+    assert_eq!(sha256_hex(&got), sha256_hex(&pattern(64 << 20, 7)));
+}
+
+#[test]
+fn many_concurrent_connections_are_byte_exact() {
+    let m = mesh(Behaviour::Echo, "");
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            let up = m.upstream;
+            std::thread::spawn(move || {
+                let data = pattern(2 << 20, i);
+                let got = echo_roundtrip(up, &data).unwrap();
+                assert!(got == data, "connection {i} corrupted");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn plaintext_and_garbage_to_the_mesh_port_never_reach_the_app() {
+    let m = mesh(Behaviour::Echo, "limits:\n  handshake_timeout: 2s\n");
+    let before = m.app.accepted();
+    // Plaintext HTTP.
+    let mut c = TcpStream::connect(m.api_inbound).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "plaintext got an answer: {buf:?}");
+    // Garbage that looks like a TLS record.
+    let mut c = TcpStream::connect(m.api_inbound).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    // A stalled handshake: half a ClientHello, then silence. Closed by the timeout.
+    let mut c = TcpStream::connect(m.api_inbound).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let r = c.read(&mut buf);
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "stalled handshake held too long"
+    );
+    assert_eq!(m.app.accepted(), before, "the app must see none of these");
+    // And the mesh still works afterwards.
+    assert_eq!(
+        echo_roundtrip(m.upstream, b"still ok").unwrap(),
+        b"still ok"
+    );
+}
+
+#[test]
+fn graceful_shutdown_drains_live_connections() {
+    let mut m = mesh(Behaviour::Echo, "limits:\n  shutdown_grace: 5s\n");
+    let mut c = TcpStream::connect(m.upstream).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    c.read_exact(&mut b).unwrap();
+    // SIGTERM the client-side proxy: readiness goes false, the live connection keeps working.
+    let web_admin = m.web.admin;
+    let pid_term = std::thread::spawn({
+        let mut web = std::mem::replace(
+            &mut m.web,
+            Proxy::start(&m.cp, ProxyOptions::default()).unwrap(),
+        );
+        move || web.terminate(Duration::from_secs(10))
+    });
+    let unready = wait_for(Duration::from_secs(3), || {
+        match ferrule_tests::http::get(web_admin, "/ready") {
+            Ok((503, body)) if body.contains("shutting down") => Some(()),
+            _ => None,
+        }
+    });
+    assert!(
+        unready.is_some(),
+        "readiness did not turn false while draining"
+    );
+    c.write_all(b"pong").unwrap();
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"pong");
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    let status = pid_term.join().unwrap().expect("proxy exited");
+    assert!(status.success(), "{status:?}");
+    // New connections to the drained proxy are refused.
+    assert!(TcpStream::connect(m.upstream).is_err());
+}
