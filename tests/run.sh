@@ -9,6 +9,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have openssl || need_pkgs+=(openssl)
 have nft || need_pkgs+=(nftables)
 have ip || need_pkgs+=(iproute2)
+have iptables || need_pkgs+=(iptables)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "tests/run.sh: installing ${need_pkgs[*]}"

@@ -6,7 +6,15 @@ use clap::Parser;
 use ferrule_control_plane::{app, config::Args};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            // Usage errors exit 64 (EX_USAGE); --help and --version exit 0.
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let log_json = args.log_format == "json";
     ferrule_control_plane::telemetry::init_logging(log_json);
     let config = match args.validate() {

@@ -76,6 +76,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     format!("binding the outbound listener on {}", file.outbound.listen)
                 })?;
             outbound_listeners.push((l, Destination::Original));
+            // REDIRECT sends IPv6 connections to ::1: listen there too when the
+            // configured listener is IPv4 loopback.
+            if file.outbound.listen.ip() == std::net::Ipv4Addr::LOCALHOST {
+                let v6 = std::net::SocketAddr::from((
+                    std::net::Ipv6Addr::LOCALHOST,
+                    file.outbound.listen.port(),
+                ));
+                match TcpListener::bind(v6).await {
+                    Ok(l) => outbound_listeners.push((l, Destination::Original)),
+                    Err(e) => {
+                        tracing::warn!(addr = %v6, error = %e, "no IPv6 outbound listener; IPv6 traffic cannot be captured")
+                    }
+                }
+            }
         }
         Mode::Explicit => {
             for u in &file.outbound.upstreams {

@@ -187,8 +187,12 @@ impl Inbound {
     ) -> Result<crate::io::CopyStats, InboundError> {
         let _ = tcp.set_nodelay(true);
         let limits = &self.settings.limits;
+        // For a connection that was not redirected, SO_ORIGINAL_DST is the socket's own
+        // address: treat it as a direct (explicit-style) connection to the mesh port.
         let original = match self.settings.mode {
-            Mode::Transparent => crate::intercept::original_dst(&tcp).ok(),
+            Mode::Transparent => crate::intercept::original_dst(&tcp)
+                .ok()
+                .filter(|o| tcp.local_addr().ok().as_ref() != Some(o)),
             Mode::Explicit => None,
         };
         let (proto, io) = detect::detect(tcp, limits.detect_timeout).await?;

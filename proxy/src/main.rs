@@ -6,7 +6,15 @@ use clap::Parser;
 use ferrule_proxy::config::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Usage errors exit 64 (EX_USAGE); --help and --version exit 0.
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     match cli.command {
         // Exit 0, 1 on failure, 64 on a bad flag value; see `ferrule_proxy::intercept`.
         Command::Init(args) => ferrule_proxy::intercept::run_init(args),

@@ -324,7 +324,7 @@ fn admin_api_rejects_bad_requests_with_clear_errors() {
     }
     // Usage errors exit 64; an unreachable control plane exits 69.
     let out = cp.ctl(&["token", "create"]);
-    assert_eq!(out.status.code(), Some(2), "clap usage error: {out:?}");
+    assert_eq!(out.status.code(), Some(64), "usage error: {out:?}");
     let out = ferrule_tests::ctl_output(
         std::path::Path::new("/nonexistent/admin.sock"),
         &["ca", "status"],
