@@ -89,7 +89,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Disconnected workloads stay visible for one certificate lifetime: long enough to
     // ride out a control-plane restart, short enough that a dead workload's
     // credentials have expired by the time it disappears.
-    let registry = Arc::new(Registry::new(config.svid_ttl));
+    let registry = Arc::new(
+        Registry::persistent(config.svid_ttl, store.clone())
+            .context("loading the workload registry")?,
+    );
     let mesh_api = MeshApi::new(ca.clone(), registry.clone());
     let incoming = tls_listener::incoming(listener, TlsAcceptor::from(server_tls));
     let identity_server = tonic::transport::Server::builder()

@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime};
 use spiffe::SpiffeId;
 use tokio::sync::watch;
 
+use crate::store::Store;
+
 /// One registered workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
@@ -72,6 +74,9 @@ pub struct Registry {
     state: Mutex<State>,
     tx: watch::Sender<Arc<Snapshot>>,
     retention: Duration,
+    /// Write-through persistence (best effort: a failed write is logged, the in-memory
+    /// registry stays authoritative for this run).
+    store: Option<Arc<Store>>,
 }
 
 #[derive(Default)]
@@ -89,6 +94,34 @@ impl Registry {
             state: Mutex::new(State::default()),
             tx: watch::Sender::new(Arc::new(Snapshot::default())),
             retention,
+            store: None,
+        }
+    }
+
+    /// A registry persisted in `store`, starting with what the store holds (entries
+    /// come back as disconnected and expire after the retention unless their proxies
+    /// reconnect). Versions continue from the current Unix time in milliseconds so they keep increasing
+    /// across restarts.
+    pub fn persistent(
+        retention: Duration,
+        store: Arc<Store>,
+    ) -> Result<Self, crate::store::StoreError> {
+        let saved = store.load_workloads()?;
+        let mut reg = Self::new(retention);
+        let version = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        reg.restore(version, saved);
+        reg.store = Some(store);
+        Ok(reg)
+    }
+
+    fn persist(&self, reg: &Registration, seen: SystemTime) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.save_workload(reg, seen)
+        {
+            tracing::error!(error = %e, spiffe_id = %reg.spiffe_id, "cannot persist the workload registry");
         }
     }
 
@@ -161,6 +194,7 @@ impl Registry {
         st.next_session += 1;
         let session = st.next_session;
         let changed = st.entries.get(&key).is_none_or(|e| e.reg != reg);
+        self.persist(&reg, SystemTime::now());
         st.entries.insert(
             key,
             Entry {
@@ -182,10 +216,12 @@ impl Registry {
     /// Marks a session as ended (the entry is kept for the retention period).
     pub fn disconnect(&self, session: u64) {
         let mut st = self.lock();
+        let now = SystemTime::now();
         for e in st.entries.values_mut() {
             if e.session == Some(session) {
                 e.session = None;
-                e.since = SystemTime::now();
+                e.since = now;
+                self.persist(&e.reg, now);
             }
         }
     }
@@ -206,8 +242,17 @@ impl Registry {
         let mut st = self.lock();
         let before = st.entries.len();
         let retention = self.retention;
-        st.entries.retain(|_, e| {
-            e.session.is_some() || now.duration_since(e.since).unwrap_or_default() < retention
+        let store = self.store.clone();
+        st.entries.retain(|(addr, port), e| {
+            let keep =
+                e.session.is_some() || now.duration_since(e.since).unwrap_or_default() < retention;
+            if !keep
+                && let Some(store) = &store
+                && let Err(err) = store.delete_workload(*addr, *port)
+            {
+                tracing::error!(error = %err, "cannot delete an expired workload from the store");
+            }
+            keep
         });
         let removed = before - st.entries.len();
         if removed > 0 {
@@ -310,6 +355,35 @@ mod tests {
         assert_eq!(r.expire(SystemTime::now() + Duration::from_secs(61)), 1);
         assert!(r.snapshot().workloads.is_empty());
         assert!(r.snapshot().version > v1);
+    }
+
+    #[test]
+    fn persisted_registry_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
+        let r = Registry::persistent(Duration::from_secs(60), store.clone()).unwrap();
+        let s = r
+            .register(reg("spiffe://td/a", "10.0.0.1", 15006), None)
+            .unwrap();
+        r.disconnect(s);
+        let v1 = r.snapshot().version;
+        drop(r);
+        std::thread::sleep(Duration::from_millis(5));
+        let r2 = Registry::persistent(Duration::from_secs(60), store.clone()).unwrap();
+        assert_eq!(
+            r2.snapshot().workloads,
+            vec![reg("spiffe://td/a", "10.0.0.1", 15006)]
+        );
+        assert!(r2.snapshot().version >= v1);
+        // Expiry removes it from the store too.
+        r2.expire(SystemTime::now() + Duration::from_secs(61));
+        let r3 = Registry::persistent(Duration::from_secs(60), store).unwrap();
+        assert!(r3.snapshot().workloads.is_empty());
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod issued;
 pub(crate) mod join_tokens;
 mod perms;
 mod schema;
+mod workloads;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 //! | `GET /ready`         | 200 with a certificate, trust bundle and discovery data; else 503 + what is missing |
 //! | `GET /identity`      | JSON: SPIFFE ID, serial, expiry, bundle version, renewals   |
 //! | `GET /identity/cert.pem` | the current certificate chain (public data, no key)     |
+//! | `GET /metrics`       | Prometheus metrics (see `metrics`)                          |
 //!
 //! Nothing here can stop the proxy or change what it enforces.
 
@@ -25,6 +26,7 @@ use crate::control::sync::SyncStatus;
 use crate::discovery::Discovery;
 use crate::drain::Drain;
 use crate::identity::IdentityStatus;
+use crate::metrics::Metrics;
 
 /// State the admin endpoint reads.
 #[derive(Clone)]
@@ -39,6 +41,8 @@ pub struct AdminState {
     pub discovery: Discovery,
     /// Connection tracking (draining makes the proxy unready).
     pub drain: Drain,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
 }
 
 /// Serves the admin endpoint on `listener` forever.
@@ -121,6 +125,13 @@ fn handle(
     }
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n"),
+        "/metrics" => Response::builder()
+            .header(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(state.metrics.encode())))
+            .unwrap_or_default(),
         "/ready" => {
             let missing = missing(state);
             if missing.is_empty() {

@@ -18,6 +18,7 @@ use crate::discovery::Discovery;
 use crate::drain::Drain;
 use crate::identity::IdentityManager;
 use crate::inbound::{Inbound, InboundSettings, PortSettings};
+use crate::metrics::Metrics;
 use crate::outbound::{Destination, Outbound, OutboundSettings};
 use crate::policy::Authorizer;
 
@@ -34,6 +35,7 @@ fn own_ports(config: &Config) -> Vec<u16> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let file = &config.file;
     let identity = IdentityHandle::new();
+    let metrics = Metrics::new();
     identity.set_bundle(
         TrustBundle::from_pem(config.trust_domain.clone(), &config.bundle_pem, 0)
             .context("loading the bootstrap trust bundle")?,
@@ -50,6 +52,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.join_token.clone(),
         config.expected_id.clone(),
         config.renew_fraction,
+        metrics.clone(),
     );
     let identity_status = manager.status();
     let drain = Drain::new(file.limits.max_connections);
@@ -135,6 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &identity,
         &tls_opts,
         Authorizer::new(config.mesh_default),
+        metrics.clone(),
     )?);
     let outbound = Arc::new(Outbound::new(
         OutboundSettings {
@@ -144,6 +148,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         identity.clone(),
         discovery.clone(),
+        metrics.clone(),
     ));
 
     tokio::spawn(manager.run());
@@ -162,6 +167,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             app_ports: file.inbound.ports.iter().map(|p| p.port).collect(),
         },
         sync_status.clone(),
+        metrics.clone(),
     ));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(inbound.run(inbound_listener, drain.clone()));
@@ -176,6 +182,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             sync: sync_status.subscribe(),
             discovery: discovery.clone(),
             drain: drain.clone(),
+            metrics: metrics.clone(),
         },
     ));
     tracing::info!(

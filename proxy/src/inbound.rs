@@ -27,6 +27,7 @@ use crate::config::file::{Limits, Mode, PortMode, Protocol};
 use crate::drain::Drain;
 use crate::hop;
 use crate::io::copy_bidirectional;
+use crate::metrics::{ConnLabels, Metrics};
 use crate::policy::{Authorizer, Peer};
 use detect::Protocol as Detected;
 
@@ -125,6 +126,7 @@ pub struct Inbound {
     settings: InboundSettings,
     acceptor: TlsAcceptor,
     authz: Authorizer,
+    metrics: Metrics,
 }
 
 impl Inbound {
@@ -134,6 +136,7 @@ impl Inbound {
         identity: &IdentityHandle,
         tls: &ferrule_tls::TlsOptions,
         authz: Authorizer,
+        metrics: Metrics,
     ) -> Result<Self, ferrule_tls::ConfigError> {
         let mut opts = tls.clone();
         opts.alpn = vec![hop::ALPN.to_vec()];
@@ -143,6 +146,7 @@ impl Inbound {
             settings,
             acceptor: TlsAcceptor::from(config),
             authz,
+            metrics,
         })
     }
 
@@ -163,6 +167,7 @@ impl Inbound {
             };
             let Some(guard) = drain.try_track() else {
                 tracing::warn!(%remote, limit = self.settings.limits.max_connections, "inbound connection refused: connection cap reached");
+                self.metrics.failure("inbound", "connection_cap");
                 continue;
             };
             let this = self.clone();
@@ -172,7 +177,10 @@ impl Inbound {
                     let _guard = guard;
                     match this.serve_conn(tcp, remote).await {
                         Ok(stats) => tracing::debug!(bytes_in = stats.a_to_b, bytes_out = stats.b_to_a, "inbound connection closed"),
-                        Err(e) => tracing::info!(reason = e.reason(), error = %e, "inbound connection refused"),
+                        Err(e) => {
+                            this.metrics.failure("inbound", e.reason());
+                            tracing::info!(reason = e.reason(), error = %e, "inbound connection refused");
+                        }
                     }
                 }
                 .instrument(span),
@@ -226,9 +234,17 @@ impl Inbound {
                     });
                 }
                 let target = self.target(port, original)?;
-                self.authorize(&Peer::Authenticated(peer_id), port)?;
+                let peer = Peer::Authenticated(peer_id);
+                self.authorize(&peer, port)?;
                 let app = self.connect_app(target.0).await?;
-                self.finish(tls, app).await
+                let m = self.metrics.open(ConnLabels {
+                    direction: "inbound",
+                    peer: peer.to_string(),
+                    tls: "mtls",
+                });
+                let stats = self.finish(tls, app).await?;
+                m.bytes(stats.a_to_b, stats.b_to_a);
+                Ok(stats)
             }
             Detected::Plaintext | Detected::OtherTls | Detected::Silent => {
                 let Some(orig) = original else {
@@ -243,7 +259,14 @@ impl Inbound {
                 tracing::Span::current().record("peer", "unauthenticated");
                 self.authorize(&Peer::Unauthenticated(remote.ip()), port)?;
                 let app = self.connect_app(addr).await?;
-                self.finish(io, app).await
+                let m = self.metrics.open(ConnLabels {
+                    direction: "inbound",
+                    peer: "unauthenticated".into(),
+                    tls: "plaintext",
+                });
+                let stats = self.finish(io, app).await?;
+                m.bytes(stats.a_to_b, stats.b_to_a);
+                Ok(stats)
             }
         }
     }
@@ -273,6 +296,7 @@ impl Inbound {
 
     fn authorize(&self, peer: &Peer, port: u16) -> Result<(), InboundError> {
         let d = self.authz.connection(peer, port);
+        self.metrics.decision(&d);
         if d.allow {
             tracing::debug!(policy = %d.policy, reason = d.reason, "allowed");
             Ok(())

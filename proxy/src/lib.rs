@@ -28,6 +28,7 @@ pub mod identity;
 pub mod inbound;
 pub mod intercept;
 pub mod io;
+pub mod metrics;
 pub mod outbound;
 pub mod policy;
 pub mod telemetry;

@@ -31,6 +31,7 @@ use crate::discovery::Discovery;
 use crate::drain::Drain;
 use crate::hop;
 use crate::io::{CopyStats, copy_bidirectional};
+use crate::metrics::{ConnLabels, Metrics};
 
 /// Where an accepted application connection wants to go.
 #[derive(Debug, Clone)]
@@ -109,6 +110,7 @@ impl OutboundError {
 
 /// The outbound proxy.
 pub struct Outbound {
+    metrics: Metrics,
     settings: OutboundSettings,
     identity: IdentityHandle,
     discovery: Discovery,
@@ -118,8 +120,14 @@ pub struct Outbound {
 
 impl Outbound {
     /// Builds the outbound side.
-    pub fn new(settings: OutboundSettings, identity: IdentityHandle, discovery: Discovery) -> Self {
+    pub fn new(
+        settings: OutboundSettings,
+        identity: IdentityHandle,
+        discovery: Discovery,
+        metrics: Metrics,
+    ) -> Self {
         Self {
+            metrics,
             settings,
             identity,
             discovery,
@@ -145,6 +153,7 @@ impl Outbound {
             };
             let Some(guard) = drain.try_track() else {
                 tracing::warn!(%remote, limit = drain.max(), "outbound connection refused: connection cap reached");
+                self.metrics.failure("outbound", "connection_cap");
                 continue;
             };
             let this = self.clone();
@@ -155,7 +164,10 @@ impl Outbound {
                     let _guard = guard;
                     match this.serve_conn(tcp, dest, local).await {
                         Ok(s) => tracing::debug!(bytes_out = s.a_to_b, bytes_in = s.b_to_a, "outbound connection closed"),
-                        Err(e) => tracing::info!(reason = e.reason(), error = %e, "outbound connection refused"),
+                        Err(e) => {
+                            this.metrics.failure("outbound", e.reason());
+                            tracing::info!(reason = e.reason(), error = %e, "outbound connection refused");
+                        }
                     }
                 }
                 .instrument(span),
@@ -207,7 +219,14 @@ impl Outbound {
                         Unmeshed::Passthrough => {
                             let server = connect(orig, limits.connect_timeout).await?;
                             tracing::debug!("unmeshed destination: passthrough in plaintext");
-                            Ok(copy(app, server, limits).await)
+                            let m = self.metrics.open(ConnLabels {
+                                direction: "outbound",
+                                peer: "unmeshed".into(),
+                                tls: "plaintext",
+                            });
+                            let stats = copy(app, server, limits).await;
+                            m.bytes(stats.a_to_b, stats.b_to_a);
+                            Ok(stats)
                         }
                     };
                 }
@@ -253,7 +272,14 @@ impl Outbound {
             hop::write_header(&mut tls, port)
                 .await
                 .map_err(|source| OutboundError::Connect { addr, source })?;
-            return Ok(copy(app, tls, limits).await);
+            let m = self.metrics.open(ConnLabels {
+                direction: "outbound",
+                peer: id.to_string(),
+                tls: "mtls",
+            });
+            let stats = copy(app, tls, limits).await;
+            m.bytes(stats.a_to_b, stats.b_to_a);
+            return Ok(stats);
         }
         Err(last_err.unwrap_or(OutboundError::NotSynced))
     }

@@ -60,6 +60,8 @@ pub struct Decision {
     pub allow: bool,
     /// Which policy decided (`mesh-default` when none did).
     pub policy: String,
+    /// Index of the deciding rule within the policy, if a rule decided.
+    pub rule: Option<usize>,
     /// Stable, machine-readable reason.
     pub reason: &'static str,
 }
@@ -92,6 +94,7 @@ impl Authorizer {
         Decision {
             allow,
             policy: "mesh-default".into(),
+            rule: None,
             reason,
         }
     }

@@ -202,3 +202,91 @@ fn graceful_shutdown_drains_live_connections() {
     // New connections to the drained proxy are refused.
     assert!(TcpStream::connect(m.upstream).is_err());
 }
+
+/// Value of the first sample line starting with `prefix` in a metrics scrape.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_count_traffic_failures_and_certificates() {
+    let m = mesh(Behaviour::Echo, "");
+    for _ in 0..3 {
+        assert_eq!(echo_roundtrip(m.upstream, b"12345").unwrap(), b"12345");
+    }
+    // A plaintext client on the mesh port, refused.
+    let mut c = TcpStream::connect(m.api_inbound).unwrap();
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let _ = c.read_to_end(&mut Vec::new());
+
+    let (code, api) = m.api.admin_get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    let peer = format!("direction=\"inbound\",peer=\"{WEB}\",tls=\"mtls\"");
+    let opened = wait_for(Duration::from_secs(5), || {
+        let (_, t) = m.api.admin_get("/metrics").ok()?;
+        let v = sample(
+            &t,
+            &format!("ferrule_proxy_connections_closed_total{{{peer}}}"),
+        )?;
+        (v >= 3.0).then_some(t)
+    })
+    .unwrap_or_else(|| panic!("closed connections not counted:\n{api}"));
+    assert_eq!(
+        sample(
+            &opened,
+            &format!("ferrule_proxy_received_bytes_total{{{peer}}}")
+        ),
+        Some(15.0),
+        "{opened}"
+    );
+    assert_eq!(
+        sample(
+            &opened,
+            &format!("ferrule_proxy_sent_bytes_total{{{peer}}}")
+        ),
+        Some(15.0),
+        "{opened}"
+    );
+    assert!(
+        sample(
+            &opened,
+            "ferrule_proxy_connection_failures_total{direction=\"inbound\",reason=\"plaintext_on_mesh_port\"}"
+        ) >= Some(1.0),
+        "{opened}"
+    );
+    assert!(
+        sample(
+            &opened,
+            "ferrule_proxy_authz_decisions_total{decision=\"allow\",policy=\"mesh-default\""
+        ) >= Some(3.0),
+        "{opened}"
+    );
+    let expiry = sample(
+        &opened,
+        "ferrule_proxy_certificate_expiry_timestamp_seconds",
+    )
+    .unwrap();
+    let ident = m.api.identity().unwrap();
+    assert_eq!(expiry as u64, ident["not_after"].as_u64().unwrap());
+    assert_eq!(
+        sample(&opened, "ferrule_proxy_control_plane_connected"),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &opened,
+            "ferrule_proxy_certificate_renewals_total{result=\"success\",reason=\"\"}"
+        ) >= Some(1.0),
+        "{opened}"
+    );
+
+    // Outbound side counts the mTLS connections to api.
+    let (_, web) = m.web.admin_get("/metrics").unwrap();
+    let out_peer = format!(
+        "ferrule_proxy_connections_opened_total{{direction=\"outbound\",peer=\"{API}\",tls=\"mtls\"}}"
+    );
+    assert!(sample(&web, &out_peer) >= Some(3.0), "{web}");
+}

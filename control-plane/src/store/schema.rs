@@ -60,6 +60,42 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX issued_certs_by_authority ON issued_certs (authority_id, not_after);
     CREATE INDEX issued_certs_by_identity ON issued_certs (spiffe_id, issued_at);
     "#,
+    // 2: workload registry, authorization policies, audit log.
+    r#"
+    -- Registered workloads, kept across restarts so a restarted control plane serves the
+    -- same discovery view at once. last_seen: end of the last session (or its start
+    -- while connected).
+    CREATE TABLE workloads (
+        address       TEXT NOT NULL,
+        inbound_port  INTEGER NOT NULL,
+        spiffe_id     TEXT NOT NULL,
+        service       TEXT NOT NULL,
+        app_ports     TEXT NOT NULL,
+        proxy_version TEXT NOT NULL,
+        last_seen     INTEGER NOT NULL,
+        PRIMARY KEY (address, inbound_port)
+    ) STRICT;
+
+    -- Authorization policy documents (validated, stored as JSON). The policy-set version
+    -- lives in meta.policy_version.
+    CREATE TABLE policies (
+        name       TEXT PRIMARY KEY,
+        document   TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        updated_by TEXT NOT NULL
+    ) STRICT;
+
+    -- Every administrative change: who, when, what.
+    CREATE TABLE audit_log (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     INTEGER NOT NULL,
+        who    TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use super::ControlClient;
 use crate::config::{RETRY_MAX, RETRY_MIN};
 use crate::discovery::{Discovery, Snapshot, Workload};
+use crate::metrics::Metrics;
 use crate::telemetry::Backoff;
 
 /// What the proxy registers for its workload.
@@ -47,6 +48,7 @@ pub async fn run(
     discovery: Discovery,
     info: RegisterInfo,
     status: watch::Sender<SyncStatus>,
+    metrics: Metrics,
 ) {
     let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
@@ -59,7 +61,8 @@ pub async fn run(
         if info.service.is_empty() {
             info.service = default_service(creds.spiffe_id());
         }
-        let result = session(&client, &discovery, &info, &status, &mut backoff).await;
+        let result = session(&client, &discovery, &info, &status, &metrics, &mut backoff).await;
+        metrics.control_plane_connected.set(0);
         status.send_modify(|s| {
             s.connected = false;
             s.last_error = result.as_ref().err().map(|e| e.to_string());
@@ -79,6 +82,7 @@ async fn session(
     discovery: &Discovery,
     info: &RegisterInfo,
     status: &watch::Sender<SyncStatus>,
+    metrics: &Metrics,
     backoff: &mut Backoff,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let channel = client.connect().await?;
@@ -101,6 +105,7 @@ async fn session(
         s.connected = true;
         s.last_error = None;
     });
+    metrics.control_plane_connected.set(1);
     while let Some(msg) = stream.message().await? {
         backoff.reset();
         match msg.msg {
@@ -114,6 +119,7 @@ async fn session(
                 );
                 discovery.publish(snapshot);
                 status.send_modify(|s| s.discovery_version = version);
+                metrics.discovery_version.set(version as i64);
                 let ack = pb::ProxyMessage {
                     msg: Some(pb::proxy_message::Msg::Ack(pb::Ack {
                         discovery_version: version,

@@ -25,6 +25,7 @@ use super::JoinToken;
 use crate::config::{RETRY_MAX, RETRY_MIN};
 use crate::control::ControlClient;
 use crate::control::client::ControlError;
+use crate::metrics::{Metrics, RenewalLabels};
 use crate::telemetry::Backoff;
 
 /// Why obtaining a certificate failed.
@@ -87,6 +88,7 @@ pub struct IdentityManager {
     expected: Option<SpiffeId>,
     renew_fraction: f64,
     status: watch::Sender<IdentityStatus>,
+    metrics: Metrics,
 }
 
 impl IdentityManager {
@@ -98,8 +100,10 @@ impl IdentityManager {
         token: Option<JoinToken>,
         expected: Option<SpiffeId>,
         renew_fraction: f64,
+        metrics: Metrics,
     ) -> Self {
         Self {
+            metrics,
             client,
             handle,
             trust_domain,
@@ -130,6 +134,14 @@ impl IdentityManager {
                         renew_in_s = next.as_secs(),
                         "certificate obtained"
                     );
+                    self.metrics
+                        .cert_renewals
+                        .get_or_create(&RenewalLabels {
+                            result: "success",
+                            reason: "",
+                        })
+                        .inc();
+                    self.metrics.cert_expiry.set(unix_secs(creds.not_after()));
                     self.status.send_modify(|s| {
                         s.spiffe_id = Some(creds.spiffe_id().to_string());
                         s.serial = Some(creds.serial_hex().to_string());
@@ -141,6 +153,13 @@ impl IdentityManager {
                     tokio::time::sleep(next).await;
                 }
                 Err(e) => {
+                    self.metrics
+                        .cert_renewals
+                        .get_or_create(&RenewalLabels {
+                            result: "failure",
+                            reason: e.reason(),
+                        })
+                        .inc();
                     let mut delay = backoff.next_delay();
                     let current = self.handle.credentials();
                     let now = SystemTime::now();
@@ -153,6 +172,7 @@ impl IdentityManager {
                         }
                         Some(_) => {
                             self.handle.clear_credentials();
+                            self.metrics.cert_expiry.set(0);
                             tracing::error!(reason = e.reason(), error = %e, "certificate expired and renewal failed; mesh handshakes fail closed until a new certificate arrives");
                         }
                         None => {
@@ -272,6 +292,12 @@ impl IdentityManager {
         }
         Ok(creds)
     }
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Compares the certificate's public key with ours.
