@@ -10,6 +10,7 @@ have openssl || need_pkgs+=(openssl)
 have nft || need_pkgs+=(nftables)
 have ip || need_pkgs+=(iproute2)
 have iptables || need_pkgs+=(iptables)
+have promtool || need_pkgs+=(prometheus)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "tests/run.sh: installing ${need_pkgs[*]}"
@@ -20,6 +21,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# Alert rules: cases that must fire and cases that must not.
+promtool check rules deploy/prometheus/ferrule-alerts.yml
+promtool test rules deploy/prometheus/ferrule-alerts.test.yml
 
 # The end-to-end tests start these binaries from target/debug.
 cargo build --workspace --bins

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::attest::join_token;
 use crate::ca::{AuthorityStatus, CaError, CertificateAuthority};
+use crate::discovery::Registry;
 use crate::server::admin_socket::caller;
 use crate::store::Store;
 
@@ -25,6 +26,7 @@ const MAX_TOKEN_USES: u32 = 10_000;
 pub struct AdminApi {
     ca: Arc<CertificateAuthority>,
     store: Arc<Store>,
+    registry: Arc<Registry>,
     /// Notified after the active authority changes (the control plane then re-issues
     /// its own serving certificate from the new authority).
     authority_changed: Arc<tokio::sync::Notify>,
@@ -35,11 +37,13 @@ impl AdminApi {
     pub fn new(
         ca: Arc<CertificateAuthority>,
         store: Arc<Store>,
+        registry: Arc<Registry>,
         authority_changed: Arc<tokio::sync::Notify>,
     ) -> Self {
         Self {
             ca,
             store,
+            registry,
             authority_changed,
         }
     }
@@ -211,6 +215,20 @@ impl Admin for AdminApi {
         Ok(Response::new(authority_pb(&a)))
     }
 
+    async fn list_workloads(
+        &self,
+        _req: Request<pb::ListWorkloadsRequest>,
+    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
+        Ok(Response::new(self.workloads().await?))
+    }
+
+    async fn check(
+        &self,
+        _req: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        Ok(Response::new(self.checks().await?))
+    }
+
     async fn list_certificates(
         &self,
         _req: Request<pb::ListCertificatesRequest>,
@@ -231,6 +249,75 @@ impl Admin for AdminApi {
                 })
                 .collect(),
         }))
+    }
+}
+
+impl AdminApi {
+    /// The policy-set version proxies should run (0 until policies exist).
+    fn policy_version(&self) -> u64 {
+        0
+    }
+}
+
+#[tonic::async_trait]
+trait WorkloadsAndChecks {
+    async fn workloads(&self) -> Result<pb::ListWorkloadsResponse, Status>;
+    async fn checks(&self) -> Result<pb::CheckResponse, Status>;
+}
+
+#[tonic::async_trait]
+impl WorkloadsAndChecks for AdminApi {
+    async fn workloads(&self) -> Result<pb::ListWorkloadsResponse, Status> {
+        let opt_unix = |t: Option<SystemTime>| t.map(unix).unwrap_or(0);
+        Ok(pb::ListWorkloadsResponse {
+            workloads: self
+                .registry
+                .entries()
+                .into_iter()
+                .map(|e| pb::WorkloadInfo {
+                    spiffe_id: e.reg.spiffe_id.to_string(),
+                    service: e.reg.service.clone(),
+                    address: e.reg.address.to_string(),
+                    inbound_port: u32::from(e.reg.inbound_port),
+                    app_ports: e.reg.app_ports.iter().map(|p| u32::from(*p)).collect(),
+                    connected: e.session.is_some(),
+                    since_unix: unix(e.since),
+                    cert_not_after_unix: opt_unix(e.cert_not_after),
+                    acked_discovery_version: e.acked_discovery,
+                    acked_policy_version: e.acked_policy,
+                    proxy_version: e.reg.proxy_version.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn checks(&self) -> Result<pb::CheckResponse, Status> {
+        let now = SystemTime::now();
+        let authorities = self.ca.status().map_err(ca_status)?;
+        let chains = self.ca.verify_chains(now).map_err(ca_status)?;
+        let latest = self
+            .store
+            .list_latest_per_identity()
+            .map_err(store_status)?;
+        let workloads = self.registry.entries();
+        let results = crate::health::run(&crate::health::Inputs {
+            now,
+            authorities: &authorities,
+            chains: &chains,
+            workloads: &workloads,
+            latest_certs: &latest,
+            policy_version: self.policy_version(),
+        });
+        Ok(pb::CheckResponse {
+            results: results
+                .into_iter()
+                .map(|r| pb::CheckResult {
+                    name: r.name.to_string(),
+                    ok: r.ok,
+                    detail: r.detail,
+                })
+                .collect(),
+        })
     }
 }
 

@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::discovery::Registry;
 use crate::identity_api::IdentityApi;
 use crate::mesh_api::MeshApi;
-use crate::server::{admin_socket, tls_listener};
+use crate::metrics::Metrics;
+use crate::server::{admin_socket, metrics_http, tls_listener};
 use crate::store::Store;
 
 /// Lifetime of the control plane's own serving certificate. It is re-issued at half
@@ -85,7 +86,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the identity API on {}", config.listen))?;
-    let identity_api = IdentityApi::new(ca.clone(), store.clone(), config.svid_ttl);
+    let metrics = Metrics::new();
+    let metrics_listener = metrics_http::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("binding the metrics listener on {}", config.metrics_listen))?;
+    let identity_api =
+        IdentityApi::new(ca.clone(), store.clone(), config.svid_ttl, metrics.clone());
     // Disconnected workloads stay visible for one certificate lifetime: long enough to
     // ride out a control-plane restart, short enough that a dead workload's
     // credentials have expired by the time it disappears.
@@ -93,7 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Registry::persistent(config.svid_ttl, store.clone())
             .context("loading the workload registry")?,
     );
-    let mesh_api = MeshApi::new(ca.clone(), registry.clone());
+    let mesh_api = MeshApi::new(ca.clone(), registry.clone(), metrics.clone());
     let incoming = tls_listener::incoming(listener, TlsAcceptor::from(server_tls));
     let identity_server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity_api))
@@ -107,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(AdminServer::new(AdminApi::new(
             ca.clone(),
             store.clone(),
+            registry.clone(),
             authority_changed.clone(),
         )))
         .serve_with_incoming_shutdown(
@@ -120,14 +127,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         server_identity.clone(),
         authority_changed.clone(),
     ));
-    tokio::spawn(maintain_ca(ca.clone()));
+    tokio::spawn(metrics_http::serve(metrics_listener, metrics.clone()));
+    tokio::spawn(maintain_ca(ca.clone(), metrics.clone()));
     tokio::spawn({
         let registry = registry.clone();
+        let metrics = metrics.clone();
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
                 let n = registry.expire(std::time::SystemTime::now());
+                metrics
+                    .registered_workloads
+                    .set(registry.snapshot().workloads.len() as i64);
                 if n > 0 {
                     tracing::info!(
                         removed = n,
@@ -220,11 +232,28 @@ async fn keep_server_identity_fresh(
 
 /// Periodic CA maintenance. A failing reload is logged once per distinct error, not on
 /// every tick.
-async fn maintain_ca(ca: Arc<CertificateAuthority>) {
+async fn maintain_ca(ca: Arc<CertificateAuthority>, metrics: Metrics) {
     let mut tick = tokio::time::interval(CA_MAINTENANCE_INTERVAL);
     let mut last_error: Option<String> = None;
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
+        metrics.bundle_version.set(ca.trust_bundle().version as i64);
+        match ca.status() {
+            Ok(authorities) => {
+                let soon = metrics.observe_ca(&authorities, std::time::SystemTime::now());
+                // Warn at start and then hourly while anything is about to expire.
+                if !soon.is_empty()
+                    && last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
+                {
+                    for (authority, kind) in &soon {
+                        tracing::warn!(%authority, kind, "CA {kind} expires within 14 days: rotate it (ferrulectl ca prepare/activate/retire)");
+                    }
+                    last_warning = Some(std::time::Instant::now());
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the CA status"),
+        }
         let ca2 = ca.clone();
         let result = tokio::task::spawn_blocking(move || ca2.reload_if_changed()).await;
         match result {

@@ -563,6 +563,42 @@ impl CertificateAuthority {
         }
     }
 
+    /// Checks every non-retired authority's chain: the issuer is a CA signed by the
+    /// root, the root is self-signed, and both are within their validity at `now`.
+    /// Returns one verdict per authority id.
+    pub fn verify_chains(
+        &self,
+        now: SystemTime,
+    ) -> Result<Vec<ChainVerdict>, CaError> {
+        let pairs: Vec<(String, Vec<u8>, Vec<u8>)> = match &self.backend {
+            Backend::Internal { .. } => self
+                .store
+                .with_conn(rows::list)?
+                .into_iter()
+                .filter(|r| r.state != "retired")
+                .map(|r| (r.id, r.root_der, r.issuer_der))
+                .collect(),
+            Backend::External(_) => {
+                let state = self.read_state();
+                match (&state.signer, &state.external) {
+                    (Some(signer), Some(ext)) => vec![(
+                        signer.authority_id.clone(),
+                        ext.anchor.to_vec(),
+                        signer.issuer_der().to_vec(),
+                    )],
+                    _ => Vec::new(),
+                }
+            }
+        };
+        Ok(pairs
+            .into_iter()
+            .map(|(id, root, issuer)| {
+                let verdict = check_pair(&root, &issuer, now);
+                (id, verdict)
+            })
+            .collect())
+    }
+
     /// Periodic maintenance; run it on a timer (e.g. every 10 s).
     ///
     /// External mode: if any of the issuer files changed (inode, mtime or size), loads and
@@ -637,4 +673,36 @@ impl CertificateAuthority {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// An authority id and whether its chain verified (else why not).
+pub type ChainVerdict = (String, Result<(), String>);
+
+/// One authority's chain check (see [`CertificateAuthority::verify_chains`]).
+fn check_pair(root_der: &[u8], issuer_der: &[u8], now: SystemTime) -> Result<(), String> {
+    let (_, root) = X509Certificate::from_der(root_der).map_err(|e| format!("root: {e}"))?;
+    let (_, issuer) = X509Certificate::from_der(issuer_der).map_err(|e| format!("issuer: {e}"))?;
+    let t = x509_parser::time::ASN1Time::from_timestamp(store::to_unix(now))
+        .map_err(|e| format!("time: {e}"))?;
+    if !root.validity().is_valid_at(t) {
+        return Err(format!("root {} is outside its validity", root.subject()));
+    }
+    if !issuer.validity().is_valid_at(t) {
+        return Err(format!(
+            "issuer {} is outside its validity",
+            issuer.subject()
+        ));
+    }
+    root.verify_signature(None)
+        .map_err(|e| format!("root is not validly self-signed: {e}"))?;
+    issuer
+        .verify_signature(Some(root.public_key()))
+        .map_err(|e| format!("issuer is not signed by the root: {e}"))?;
+    if !issuer.is_ca() {
+        return Err("issuer is not a CA certificate".into());
+    }
+    if issuer.issuer() != root.subject() {
+        return Err("issuer's issuer name differs from the root's subject".into());
+    }
+    Ok(())
 }

@@ -27,6 +27,9 @@ pub struct Args {
     /// Address of the identity API (gRPC over TLS) that proxies dial.
     #[arg(long, env = "FERRULE_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
+    /// Plain-HTTP `/metrics` and `/healthz` listener.
+    #[arg(long, env = "FERRULE_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: SocketAddr,
     /// Admin socket path (default: `<data-dir>/admin.sock`).
     #[arg(long, env = "FERRULE_ADMIN_SOCKET")]
     pub admin_socket: Option<PathBuf>,
@@ -70,6 +73,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub trust_domain: TrustDomain,
     pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
     pub admin_socket: PathBuf,
     pub svid_ttl: Duration,
     pub kek_file: Option<PathBuf>,
@@ -150,6 +154,7 @@ impl Args {
             data_dir: self.data_dir,
             trust_domain,
             listen: self.listen,
+            metrics_listen: self.metrics_listen,
             admin_socket,
             svid_ttl: self.svid_ttl,
             kek_file: self.kek_file,

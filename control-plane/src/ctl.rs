@@ -66,6 +66,10 @@ pub enum Command {
     Ca(CaCommand),
     /// Every identity's current certificate, issuer and expiry, sorted by expiry.
     Certs,
+    /// Registered workloads: identity, address, session, certificate expiry, versions.
+    Workloads,
+    /// Health checks; exits 1 if any fails (there are no warnings).
+    Check,
     /// The demo applications (plain HTTP; they need no control plane).
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -342,6 +346,78 @@ async fn dispatch(client: &mut Client, cli: &Cli) -> Result<ExitCode, tonic::Sta
         }
         // Handled in `run` before connecting.
         Command::Demo(_) => {}
+        Command::Workloads => {
+            let resp = client
+                .list_workloads(pb::ListWorkloadsRequest {})
+                .await?
+                .into_inner();
+            if json {
+                let rows: Vec<_> = resp
+                    .workloads
+                    .iter()
+                    .map(|w| {
+                        serde_json::json!({
+                            "spiffe_id": w.spiffe_id, "service": w.service, "address": w.address,
+                            "inbound_port": w.inbound_port, "app_ports": w.app_ports,
+                            "connected": w.connected, "since": w.since_unix,
+                            "cert_not_after": w.cert_not_after_unix,
+                            "discovery_version": w.acked_discovery_version,
+                            "policy_version": w.acked_policy_version,
+                            "proxy_version": w.proxy_version,
+                        })
+                    })
+                    .collect();
+                print_json(&serde_json::Value::Array(rows));
+            } else {
+                let mut t = Table::new([
+                    "SPIFFE ID",
+                    "SERVICE",
+                    "ADDRESS",
+                    "SESSION",
+                    "CERT EXPIRES",
+                    "POLICY",
+                ]);
+                for w in &resp.workloads {
+                    t.row([
+                        w.spiffe_id.clone(),
+                        w.service.clone(),
+                        format!("{}:{}", w.address, w.inbound_port),
+                        if w.connected {
+                            "connected".into()
+                        } else {
+                            format!("gone since {}", fmt_unix(w.since_unix))
+                        },
+                        fmt_unix(w.cert_not_after_unix),
+                        w.acked_policy_version.to_string(),
+                    ]);
+                }
+                t.print();
+            }
+        }
+        Command::Check => {
+            let resp = client.check(pb::CheckRequest {}).await?.into_inner();
+            let failed = resp.results.iter().filter(|r| !r.ok).count();
+            if json {
+                let rows: Vec<_> = resp
+                    .results
+                    .iter()
+                    .map(|r| serde_json::json!({"name": r.name, "ok": r.ok, "detail": r.detail}))
+                    .collect();
+                print_json(&serde_json::json!({"ok": failed == 0, "checks": rows}));
+            } else {
+                for r in &resp.results {
+                    println!(
+                        "[{}] {}: {}",
+                        if r.ok { "PASS" } else { "FAIL" },
+                        r.name,
+                        r.detail
+                    );
+                }
+            }
+            if failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Certs => {
             let resp = client
                 .list_certificates(pb::ListCertificatesRequest {})

@@ -17,8 +17,19 @@ use tonic::{Request, Response, Status};
 
 use crate::attest::{AttestError, Credential};
 use crate::ca::{BundleSnapshot, CertificateAuthority};
+use crate::metrics::{IssueLabels, Metrics};
 use crate::server::tls_listener::PeerInfo;
 use crate::store::Store;
+
+/// A refused request: the status for the caller and a stable reason label for metrics.
+struct Refusal {
+    status: Status,
+    reason: &'static str,
+}
+
+fn refuse(reason: &'static str, status: Status) -> Refusal {
+    Refusal { status, reason }
+}
 
 /// Largest CSR accepted, in bytes (a P-256 CSR is ~250 bytes).
 const MAX_CSR_BYTES: usize = 8 * 1024;
@@ -28,15 +39,22 @@ pub struct IdentityApi {
     ca: Arc<CertificateAuthority>,
     store: Arc<Store>,
     svid_ttl: Duration,
+    metrics: Metrics,
 }
 
 impl IdentityApi {
     /// Creates the service over the CA and store.
-    pub fn new(ca: Arc<CertificateAuthority>, store: Arc<Store>, svid_ttl: Duration) -> Self {
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        store: Arc<Store>,
+        svid_ttl: Duration,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             ca,
             store,
             svid_ttl,
+            metrics,
         }
     }
 
@@ -45,14 +63,17 @@ impl IdentityApi {
         &self,
         req: &Request<pb::CertifyRequest>,
         expected: Option<&SpiffeId>,
-    ) -> Result<(SpiffeId, &'static str), Status> {
+    ) -> Result<(SpiffeId, &'static str), Refusal> {
         let credential = match &req.get_ref().credential {
             Some(pb::certify_request::Credential::JoinToken(t)) => {
                 Some(Credential::JoinToken(t.clone()))
             }
             Some(pb::certify_request::Credential::K8sSaToken(_)) => {
-                return Err(Status::unimplemented(
-                    "kubernetes service-account attestation is not enabled on this control plane",
+                return Err(refuse(
+                    "unsupported_attestation",
+                    Status::unimplemented(
+                        "kubernetes service-account attestation is not enabled on this control plane",
+                    ),
                 ));
             }
             None => None,
@@ -69,50 +90,75 @@ impl IdentityApi {
             return Ok((id, kind));
         }
         // Renewal: the caller proves its identity with its current certificate.
-        let peer = req
-            .extensions()
-            .get::<PeerInfo>()
-            .ok_or_else(|| Status::internal("connection information missing"))?;
+        let peer = req.extensions().get::<PeerInfo>().ok_or_else(|| {
+            refuse(
+                "internal",
+                Status::internal("connection information missing"),
+            )
+        })?;
         let bundle = self.ca.trust_bundle();
         let tls_bundle = bundle.to_tls_bundle(self.ca.trust_domain()).map_err(|e| {
             tracing::error!(error = %e, "trust bundle unusable");
-            Status::internal("trust bundle unusable")
+            refuse("internal", Status::internal("trust bundle unusable"))
         })?;
         match peer.verified_identity(&tls_bundle) {
             Ok(Some(id)) => Ok((id, "renewal")),
-            Ok(None) => Err(Status::unauthenticated(
-                "no credential: send a join token, or renew over mTLS with your current certificate",
+            Ok(None) => Err(refuse(
+                "no_credential",
+                Status::unauthenticated(
+                    "no credential: send a join token, or renew over mTLS with your current certificate",
+                ),
             )),
-            Err(e) => Err(Status::unauthenticated(format!(
-                "renewal refused: client certificate rejected ({}): {e}",
-                e.reason()
-            ))),
+            Err(e) => Err(refuse(
+                "renewal_certificate_rejected",
+                Status::unauthenticated(format!(
+                    "renewal refused: client certificate rejected ({}): {e}",
+                    e.reason()
+                )),
+            )),
         }
     }
 }
 
 /// Client faults are INVALID_ARGUMENT; the CA's own faults are INTERNAL/UNAVAILABLE.
-fn sign_status(e: crate::ca::SignError, id: &SpiffeId) -> Status {
+fn sign_status(e: crate::ca::SignError, id: &SpiffeId) -> Refusal {
     use crate::ca::SignError as E;
     match e {
         E::NoActiveAuthority | E::IssuerExpired { .. } => {
             tracing::error!(error = %e, spiffe_id = %id, "cannot sign: no usable issuer");
-            Status::unavailable(format!("the CA cannot sign right now: {e}"))
+            refuse(
+                "no_issuer",
+                Status::unavailable(format!("the CA cannot sign right now: {e}")),
+            )
         }
         E::Store(_) | E::Encoding(_) => {
             tracing::error!(error = %e, spiffe_id = %id, "signing failed");
-            Status::internal("signing failed")
+            refuse("internal", Status::internal("signing failed"))
         }
-        other => Status::invalid_argument(other.to_string()),
+        other => refuse("bad_csr", Status::invalid_argument(other.to_string())),
     }
 }
 
-fn attest_status(e: AttestError) -> Status {
+fn attest_status(e: AttestError) -> Refusal {
     // Each message says what is wrong without echoing the credential itself.
-    match e {
-        AttestError::Store(_) => Status::internal("attestation store unavailable"),
-        other => Status::permission_denied(format!("attestation failed: {other}")),
-    }
+    let reason = match &e {
+        AttestError::Store(_) => {
+            return refuse(
+                "internal",
+                Status::internal("attestation store unavailable"),
+            );
+        }
+        AttestError::Malformed => "malformed_token",
+        AttestError::UnknownToken => "unknown_token",
+        AttestError::Expired { .. } => "expired_token",
+        AttestError::UsedUp { .. } => "used_up_token",
+        AttestError::Revoked { .. } => "revoked_token",
+        AttestError::IdentityMismatch { .. } => "identity_mismatch",
+    };
+    refuse(
+        reason,
+        Status::permission_denied(format!("attestation failed: {e}")),
+    )
 }
 
 #[tonic::async_trait]
@@ -127,23 +173,37 @@ impl Identity for IdentityApi {
             .get::<PeerInfo>()
             .map(|p| p.remote.to_string())
             .unwrap_or_default();
-        let result = self.certify_inner(req).await;
-        match &result {
-            Ok(resp) => tracing::info!(
-                %remote,
-                spiffe_id = %resp.get_ref().spiffe_id,
-                expires_at = resp.get_ref().expires_at_unix,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "certificate issued"
-            ),
-            Err(status) => tracing::warn!(
-                %remote,
-                code = ?status.code(),
-                reason = status.message(),
-                "certificate request refused"
-            ),
+        match self.certify_inner(req).await {
+            Ok((resp, how)) => {
+                self.metrics
+                    .issued
+                    .get_or_create(&IssueLabels { attestation: how })
+                    .inc();
+                self.metrics
+                    .issuance_duration
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::info!(
+                    %remote,
+                    spiffe_id = %resp.spiffe_id,
+                    attestation = how,
+                    expires_at = resp.expires_at_unix,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "certificate issued"
+                );
+                Ok(Response::new(resp))
+            }
+            Err(r) => {
+                self.metrics.issuance_failure(r.reason);
+                tracing::warn!(
+                    %remote,
+                    reason = r.reason,
+                    code = ?r.status.code(),
+                    detail = r.status.message(),
+                    "certificate request refused"
+                );
+                Err(r.status)
+            }
         }
-        result
     }
 
     type WatchBundleStream =
@@ -174,38 +234,54 @@ impl IdentityApi {
     async fn certify_inner(
         &self,
         req: Request<pb::CertifyRequest>,
-    ) -> Result<Response<pb::CertifyResponse>, Status> {
+    ) -> Result<(pb::CertifyResponse, &'static str), Refusal> {
         let csr = &req.get_ref().csr_der;
         if csr.is_empty() {
-            return Err(Status::invalid_argument("csr_der is empty"));
+            return Err(refuse(
+                "bad_csr",
+                Status::invalid_argument("csr_der is empty"),
+            ));
         }
         if csr.len() > MAX_CSR_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "csr_der is {} bytes; the limit is {MAX_CSR_BYTES}",
-                csr.len()
-            )));
+            return Err(refuse(
+                "bad_csr",
+                Status::invalid_argument(format!(
+                    "csr_der is {} bytes; the limit is {MAX_CSR_BYTES}",
+                    csr.len()
+                )),
+            ));
         }
         // Validate the CSR before spending a credential, so a bad request loses nothing.
-        crate::ca::check_csr(csr).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        crate::ca::check_csr(csr)
+            .map_err(|e| refuse("bad_csr", Status::invalid_argument(e.to_string())))?;
         let expected = match req.get_ref().expected_spiffe_id.as_str() {
             "" => None,
             s => Some(SpiffeId::new(s).map_err(|e| {
-                Status::invalid_argument(format!("expected_spiffe_id {s:?} is invalid: {e}"))
+                refuse(
+                    "bad_request",
+                    Status::invalid_argument(format!("expected_spiffe_id {s:?} is invalid: {e}")),
+                )
             })?),
         };
         let (id, how) = self.attest(&req, expected.as_ref())?;
         if let Some(expected) = expected
             && expected != id
         {
-            return Err(Status::permission_denied(format!(
-                "attested identity {id} differs from the expected {expected}; nothing issued"
-            )));
+            return Err(refuse(
+                "identity_mismatch",
+                Status::permission_denied(format!(
+                    "attested identity {id} differs from the expected {expected}; nothing issued"
+                )),
+            ));
         }
         if !id.is_member_of(self.ca.trust_domain()) {
-            return Err(Status::permission_denied(format!(
-                "{id} is not in trust domain {}",
-                self.ca.trust_domain()
-            )));
+            return Err(refuse(
+                "foreign_trust_domain",
+                Status::permission_denied(format!(
+                    "{id} is not in trust domain {}",
+                    self.ca.trust_domain()
+                )),
+            ));
         }
         let ca = self.ca.clone();
         let csr = csr.clone();
@@ -213,16 +289,17 @@ impl IdentityApi {
         let id2 = id.clone();
         let issued = tokio::task::spawn_blocking(move || ca.sign_svid(&csr, &id2, ttl))
             .await
-            .map_err(|_| Status::internal("signing task failed"))?
+            .map_err(|_| refuse("internal", Status::internal("signing task failed")))?
             .map_err(|e| sign_status(e, &id))?;
         tracing::debug!(spiffe_id = %id, attestation = how, serial = %issued.serial_hex, "signed");
         let bundle = self.ca.trust_bundle();
-        Ok(Response::new(pb::CertifyResponse {
+        let resp = pb::CertifyResponse {
             leaf_der: issued.leaf_der.to_vec(),
             intermediates_der: issued.intermediates.iter().map(|c| c.to_vec()).collect(),
             bundle: Some(bundle_to_pb(self.ca.trust_domain().as_str(), &bundle)),
             expires_at_unix: issued.not_after_unix,
             spiffe_id: id.to_string(),
-        }))
+        };
+        Ok((resp, how))
     }
 }

@@ -21,8 +21,10 @@ pub mod app;
 pub mod config;
 pub mod ctl;
 pub mod discovery;
+pub mod health;
 pub mod identity_api;
 pub mod mesh_api;
+pub mod metrics;
 pub mod server;
 pub mod telemetry;
 

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::ca::CertificateAuthority;
 use crate::discovery::{Registration, Registry, Snapshot};
+use crate::metrics::Metrics;
 use crate::server::tls_listener::PeerInfo;
 
 /// Time a new session has to send its `Register`.
@@ -26,12 +27,17 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MeshApi {
     ca: Arc<CertificateAuthority>,
     registry: Arc<Registry>,
+    metrics: Metrics,
 }
 
 impl MeshApi {
     /// Creates the service.
-    pub fn new(ca: Arc<CertificateAuthority>, registry: Arc<Registry>) -> Self {
-        Self { ca, registry }
+    pub fn new(ca: Arc<CertificateAuthority>, registry: Arc<Registry>, metrics: Metrics) -> Self {
+        Self {
+            ca,
+            registry,
+            metrics,
+        }
     }
 }
 
@@ -57,11 +63,13 @@ pub fn discovery_pb(s: &Snapshot) -> pb::Discovery {
 struct SessionGuard {
     registry: Arc<Registry>,
     session: u64,
+    metrics: Metrics,
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.registry.disconnect(self.session);
+        self.metrics.connected_proxies.dec();
         tracing::info!(session = self.session, "mesh session ended");
     }
 }
@@ -169,9 +177,11 @@ impl Mesh for MeshApi {
             }
         });
 
+        self.metrics.connected_proxies.inc();
         let guard = SessionGuard {
             registry: self.registry.clone(),
             session,
+            metrics: self.metrics.clone(),
         };
         // The session ends when the certificate that opened it expires.
         let expiry = cert_not_after

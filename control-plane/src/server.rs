@@ -2,4 +2,5 @@
 //! (`tls_listener`) and the admin API on a local Unix socket (`admin_socket`).
 
 pub mod admin_socket;
+pub mod metrics_http;
 pub mod tls_listener;

@@ -3,8 +3,11 @@
 //! temporary directories, and talks to them the way an operator would.
 
 pub mod apps;
+pub mod explicit;
 pub mod http;
 pub mod netns;
+pub mod pcap;
+pub mod pem;
 pub mod pki;
 pub mod process;
 

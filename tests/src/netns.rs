@@ -200,18 +200,24 @@ impl NetNs {
     /// to the namespace for their whole life (they can be used from any thread afterwards).
     /// The calling thread and the rest of the process are not moved.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
-        let handle = File::open(format!("/run/netns/{}", self.name))
-            .with_context(|| format!("open /run/netns/{}", self.name))?;
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    setns(&handle, CloneFlags::CLONE_NEWNET).context("setns(CLONE_NEWNET)")?;
-                    Ok(f())
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        enter_named(&self.name, f)
     }
+}
+
+/// [`NetNs::enter`] by namespace name (`ip netns` name), for code that only holds the name
+/// (e.g. a process started inside a namespace).
+pub fn enter_named<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let handle = File::open(format!("/run/netns/{name}"))
+        .with_context(|| format!("open /run/netns/{name}"))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                setns(&handle, CloneFlags::CLONE_NEWNET).context("setns(CLONE_NEWNET)")?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 impl Drop for NetNs {
@@ -296,5 +302,90 @@ pub fn veth(a: &NetNs, b: &NetNs, subnet: u8) -> anyhow::Result<VethPair> {
     Ok(VethPair {
         a: end(a, 1)?,
         b: end(b, 2)?,
+    })
+}
+
+/// One shared L2 segment: a bridge `br<subnet>` in a hub namespace with one veth port per
+/// member namespace, all on one /24 and /64, so every member reaches the hub and every
+/// other member directly (like pods on a node's bridge).
+#[derive(Debug, Clone)]
+pub struct Lan {
+    /// The bridge's own address, in the hub namespace: `10.250.<subnet>.1`,
+    /// `fd00:250:<subnet>::1`.
+    pub hub: Link,
+    /// Member `i`'s interface: `10.250.<subnet>.<i + 2>`, `fd00:250:<subnet>::<i + 2>`.
+    pub members: Vec<Link>,
+}
+
+/// Builds a [`Lan`] with a bridge in `hub` and one port per member (at most 200 members).
+/// Everything disappears with the namespaces.
+pub fn bridge(hub: &NetNs, members: &[&NetNs], subnet: u8) -> anyhow::Result<Lan> {
+    let addrs = |host: u8| {
+        (
+            Ipv4Addr::new(10, 250, subnet, host),
+            Ipv6Addr::new(
+                0xfd00,
+                0x250,
+                u16::from(subnet),
+                0,
+                0,
+                0,
+                0,
+                u16::from(host),
+            ),
+        )
+    };
+    let address = |ns: &str, ifname: &str, host: u8| -> anyhow::Result<Link> {
+        let (v4, v6) = addrs(host);
+        ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", ifname])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            ifname,
+            "nodad",
+        ])?;
+        ip(&["-n", ns, "link", "set", ifname, "up"])?;
+        Ok(Link {
+            netns: ns.to_string(),
+            ifname: ifname.to_string(),
+            v4,
+            v6,
+        })
+    };
+    anyhow::ensure!(members.len() <= 200, "too many members");
+    let br = format!("br{subnet}");
+    ip(&[
+        "-n",
+        &hub.name,
+        "link",
+        "add",
+        &br,
+        "type",
+        "bridge",
+        "forward_delay",
+        "0",
+        "stp_state",
+        "0",
+    ])?;
+    let hub_link = address(&hub.name, &br, 1)?;
+    let mut links = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let port = format!("p{subnet}-{i}");
+        let ifname = format!("eth{subnet}");
+        ip(&[
+            "-n", &hub.name, "link", "add", &port, "type", "veth", "peer", "name", &ifname,
+            "netns", &m.name,
+        ])?;
+        ip(&["-n", &hub.name, "link", "set", &port, "master", &br])?;
+        ip(&["-n", &hub.name, "link", "set", &port, "up"])?;
+        links.push(address(&m.name, &ifname, i as u8 + 2)?);
+    }
+    Ok(Lan {
+        hub: hub_link,
+        members: links,
     })
 }

@@ -113,6 +113,35 @@ fn unsafe_kill(pid: i32, sig: i32) {
         .status();
 }
 
+/// A command for `bin`, run inside the network namespace `netns` (`ip netns exec`) and as
+/// `uid`/gid `uid` with no supplementary groups (`setpriv`) when given. Both tools exec the
+/// program, so the child's pid is the program's.
+fn command_in(bin: PathBuf, netns: Option<&str>, uid: Option<u32>) -> Command {
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(ns) = netns {
+        argv.extend(["ip", "netns", "exec", ns].map(Into::into));
+    }
+    if let Some(uid) = uid {
+        argv.push("setpriv".into());
+        argv.push(format!("--reuid={uid}").into());
+        argv.push(format!("--regid={uid}").into());
+        argv.push("--clear-groups".into());
+    }
+    argv.push(bin.into_os_string());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
+/// Whether `addr` accepts TCP, tried from inside `netns` when given.
+fn tcp_accepts(addr: SocketAddr, netns: Option<&str>) -> bool {
+    let dial = move || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
+    match netns {
+        None => dial(),
+        Some(ns) => crate::netns::enter_named(ns, dial).unwrap_or(false),
+    }
+}
+
 /// Options for starting the control plane.
 #[derive(Debug, Clone)]
 pub struct CpOptions {
@@ -124,6 +153,11 @@ pub struct CpOptions {
     pub extra_args: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// Run inside this network namespace (`ip netns` name); set `listen` to one of its
+    /// addresses then.
+    pub netns: Option<String>,
+    /// Identity API address (default: a free port on 127.0.0.1).
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for CpOptions {
@@ -133,6 +167,8 @@ impl Default for CpOptions {
             svid_ttl: "1h".into(),
             extra_args: vec![],
             env: vec![],
+            netns: None,
+            listen: None,
         }
     }
 }
@@ -144,6 +180,8 @@ pub struct ControlPlane {
     pub dir: tempfile::TempDir,
     /// Identity API address.
     pub addr: SocketAddr,
+    /// `/metrics` and `/healthz` address.
+    pub metrics_addr: SocketAddr,
     /// Options it was started with (reused by `restart`).
     pub opts: CpOptions,
     starts: u32,
@@ -153,11 +191,17 @@ impl ControlPlane {
     /// Starts a control plane and waits until it serves.
     pub fn start(opts: CpOptions) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let addr: SocketAddr = match opts.listen {
+            Some(a) => a,
+            None => format!("127.0.0.1:{}", free_port()).parse()?,
+        };
+        // Loopback in whichever namespace it runs in; a free host port is free there too.
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut cp = Self {
             proc: None,
             dir,
             addr,
+            metrics_addr,
             opts,
             starts: 0,
         };
@@ -182,13 +226,19 @@ impl ControlPlane {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(bin_path("ferrule-control-plane"));
+        let mut cmd = command_in(
+            bin_path("ferrule-control-plane"),
+            self.opts.netns.as_deref(),
+            None,
+        );
         cmd.arg("--data-dir")
             .arg(self.data_dir())
             .arg("--trust-domain")
             .arg(&self.opts.trust_domain)
             .arg("--listen")
             .arg(self.addr.to_string())
+            .arg("--metrics-listen")
+            .arg(self.metrics_addr.to_string())
             .arg("--svid-ttl")
             .arg(&self.opts.svid_ttl)
             .args(&self.opts.extra_args)
@@ -240,7 +290,7 @@ impl ControlPlane {
             {
                 return Some(false);
             }
-            let up = TcpStream::connect(self.addr).is_ok()
+            let up = tcp_accepts(self.addr, self.opts.netns.as_deref())
                 && self.admin_socket().exists()
                 && self.bundle_file().exists();
             up.then_some(true)
@@ -338,6 +388,14 @@ pub struct ProxyOptions {
     pub extra_args: Vec<String>,
     /// Data-path config file contents (YAML), passed with `--config`.
     pub config_yaml: Option<String>,
+    /// Run inside this network namespace (`ip netns` name). The admin endpoint is then
+    /// reached from inside it, too.
+    pub netns: Option<String>,
+    /// Run as this uid and gid (e.g. 1337, the uid `ferrule-proxy init` exempts from
+    /// interception). The proxy's files (token, config, a copy of the bundle) are given to it.
+    pub uid: Option<u32>,
+    /// `--admin-listen` (default: a free loopback port; `127.0.0.1:15000` in a namespace).
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// A running `ferrule-proxy`.
@@ -346,21 +404,36 @@ pub struct Proxy {
     dir: tempfile::TempDir,
     /// Admin endpoint address.
     pub admin: SocketAddr,
+    /// The network namespace it runs in, if any.
+    pub netns: Option<String>,
 }
 
 impl Proxy {
     /// Starts a proxy against `cp` (does not wait for readiness).
     pub fn start(cp: &ControlPlane, opts: ProxyOptions) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let mut cmd = Command::new(bin_path("ferrule-proxy"));
+        let admin: SocketAddr = match (opts.admin_listen, &opts.netns) {
+            (Some(a), _) => a,
+            (None, Some(_)) => SocketAddr::from(([127, 0, 0, 1], 15000)),
+            (None, None) => format!("127.0.0.1:{}", free_port()).parse()?,
+        };
+        // Another uid cannot read the control plane's 0700 data directory: give it a copy.
+        let bundle = match opts.uid {
+            None => cp.bundle_file(),
+            Some(_) => {
+                let copy = dir.path().join("bundle.pem");
+                std::fs::copy(cp.bundle_file(), &copy)?;
+                copy
+            }
+        };
+        let mut cmd = command_in(bin_path("ferrule-proxy"), opts.netns.as_deref(), opts.uid);
         cmd.arg("run")
             .arg("--trust-domain")
             .arg(&cp.opts.trust_domain)
             .arg("--control-plane")
             .arg(cp.addr.to_string())
             .arg("--bundle-file")
-            .arg(cp.bundle_file())
+            .arg(bundle)
             .arg("--admin-listen")
             .arg(admin.to_string())
             .env("RUST_LOG", "info,ferrule_proxy=debug");
@@ -381,12 +454,20 @@ impl Proxy {
         std::fs::write(&path, yaml)?;
         cmd.arg("--config").arg(path);
         cmd.args(&opts.extra_args);
+        if let Some(uid) = opts.uid {
+            let owner = Some(uid);
+            std::os::unix::fs::chown(dir.path(), owner, owner)?;
+            for entry in std::fs::read_dir(dir.path())? {
+                std::os::unix::fs::chown(entry?.path(), owner, owner)?;
+            }
+        }
         let log = dir.path().join("proxy.log");
         let proc = Running::spawn(cmd, log)?;
         Ok(Self {
             proc: Some(proc),
             dir,
             admin,
+            netns: opts.netns.clone(),
         })
     }
 
@@ -402,7 +483,10 @@ impl Proxy {
 
     /// GET on the admin endpoint: (status, body).
     pub fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        crate::http::get(self.admin, path)
+        match &self.netns {
+            None => crate::http::get(self.admin, path),
+            Some(ns) => crate::netns::enter_named(ns, || crate::http::get(self.admin, path))?,
+        }
     }
 
     /// Waits until `/ready` answers 200.
