@@ -10,6 +10,8 @@ have openssl || need_pkgs+=(openssl)
 have nft || need_pkgs+=(nftables)
 have ip || need_pkgs+=(iproute2)
 have iptables || need_pkgs+=(iptables)
+have tcpdump || need_pkgs+=(tcpdump)      # transparent.rs: what is on the wire
+have gnutls-cli || need_pkgs+=(gnutls-bin) # tls_negative.rs: a second TLS implementation
 have promtool || need_pkgs+=(prometheus)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then

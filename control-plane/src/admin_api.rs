@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::attest::join_token;
 use crate::ca::{AuthorityStatus, CaError, CertificateAuthority};
 use crate::discovery::Registry;
+use crate::policy::{PolicyError, PolicyService};
 use crate::server::admin_socket::caller;
 use crate::store::Store;
 
@@ -27,6 +28,7 @@ pub struct AdminApi {
     ca: Arc<CertificateAuthority>,
     store: Arc<Store>,
     registry: Arc<Registry>,
+    policies: Arc<PolicyService>,
     /// Notified after the active authority changes (the control plane then re-issues
     /// its own serving certificate from the new authority).
     authority_changed: Arc<tokio::sync::Notify>,
@@ -38,12 +40,14 @@ impl AdminApi {
         ca: Arc<CertificateAuthority>,
         store: Arc<Store>,
         registry: Arc<Registry>,
+        policies: Arc<PolicyService>,
         authority_changed: Arc<tokio::sync::Notify>,
     ) -> Self {
         Self {
             ca,
             store,
             registry,
+            policies,
             authority_changed,
         }
     }
@@ -133,6 +137,12 @@ impl Admin for AdminApi {
             other => Status::invalid_argument(other.to_string()),
         })?;
         tracing::info!(%who, token_id = %info.id, spiffe_id = %id, uses = r.uses, ttl_s = r.ttl_seconds, "join token created");
+        self.audit(
+            &who,
+            "token.create",
+            &info.id,
+            &format!("{id} uses={} ttl={}s", r.uses, r.ttl_seconds),
+        );
         Ok(Response::new(pb::CreateJoinTokenResponse {
             token: token.expose().to_string(),
             info: Some(token_pb(&info)),
@@ -159,6 +169,7 @@ impl Admin for AdminApi {
             return Err(Status::not_found(format!("no join token with id {id:?}")));
         }
         tracing::info!(%who, token_id = %id, "join token revoked");
+        self.audit(&who, "token.revoke", &id, "");
         Ok(Response::new(pb::RevokeJoinTokenResponse {}))
     }
 
@@ -186,6 +197,7 @@ impl Admin for AdminApi {
             .map_err(|_| Status::internal("task failed"))?
             .map_err(ca_status)?;
         tracing::info!(%who, authority = %a.id, "CA rotation: authority prepared");
+        self.audit(&who, "ca.prepare", &a.id, "");
         Ok(Response::new(authority_pb(&a)))
     }
 
@@ -198,6 +210,7 @@ impl Admin for AdminApi {
         let a = self.ca.activate(&id).map_err(ca_status)?;
         self.authority_changed.notify_one();
         tracing::info!(%who, authority = %a.id, "CA rotation: authority activated");
+        self.audit(&who, "ca.activate", &a.id, "");
         Ok(Response::new(authority_pb(&a)))
     }
 
@@ -212,6 +225,7 @@ impl Admin for AdminApi {
             .retire(&r.id, r.force, SystemTime::now())
             .map_err(ca_status)?;
         tracing::info!(%who, authority = %a.id, force = r.force, "CA rotation: authority retired");
+        self.audit(&who, "ca.retire", &a.id, if r.force { "force" } else { "" });
         Ok(Response::new(authority_pb(&a)))
     }
 
@@ -227,6 +241,151 @@ impl Admin for AdminApi {
         _req: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         Ok(Response::new(self.checks().await?))
+    }
+
+    async fn apply_policies(
+        &self,
+        req: Request<pb::PolicyDocumentsRequest>,
+    ) -> Result<Response<pb::ApplyPoliciesResponse>, Status> {
+        let who = caller(&req);
+        let yaml = req.into_inner().yaml;
+        let out = self.policies.apply(&yaml, &who).map_err(policy_status)?;
+        tracing::info!(%who, version = out.version, created = ?out.created, updated = ?out.updated, "policies applied");
+        Ok(Response::new(pb::ApplyPoliciesResponse {
+            version: out.version,
+            created: out.created,
+            updated: out.updated,
+            unchanged: out.unchanged,
+        }))
+    }
+
+    async fn validate_policies(
+        &self,
+        req: Request<pb::PolicyDocumentsRequest>,
+    ) -> Result<Response<pb::ValidatePoliciesResponse>, Status> {
+        let policies = PolicyService::validate(&req.into_inner().yaml).map_err(policy_status)?;
+        Ok(Response::new(pb::ValidatePoliciesResponse {
+            names: policies.iter().map(|p| p.name().to_string()).collect(),
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        let name = req.into_inner().name;
+        let state = self.policies.current();
+        policy_infos(&state)
+            .into_iter()
+            .find(|p| p.name == name)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no policy named {name:?}")))
+    }
+
+    async fn list_policies(
+        &self,
+        _req: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let state = self.policies.current();
+        Ok(Response::new(pb::ListPoliciesResponse {
+            version: state.set.version(),
+            mesh_default: self.policies.mesh_default().as_str().to_string(),
+            policies: policy_infos(&state),
+        }))
+    }
+
+    async fn delete_policies(
+        &self,
+        req: Request<pb::DeletePoliciesRequest>,
+    ) -> Result<Response<pb::DeletePoliciesResponse>, Status> {
+        let who = caller(&req);
+        let names = req.into_inner().names;
+        if names.is_empty() {
+            return Err(Status::invalid_argument(
+                "names: give at least one policy name",
+            ));
+        }
+        let version = self.policies.delete(&names, &who).map_err(policy_status)?;
+        tracing::info!(%who, version, ?names, "policies deleted");
+        Ok(Response::new(pb::DeletePoliciesResponse { version }))
+    }
+
+    async fn explain(
+        &self,
+        req: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let r = req.into_inner();
+        let to = SpiffeId::new(&r.to)
+            .map_err(|e| Status::invalid_argument(format!("to {:?}: {e}", r.to)))?;
+        let port = u16::try_from(r.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| Status::invalid_argument(format!("port {}: not a port", r.port)))?;
+        let from;
+        let source = if r.unauthenticated {
+            let ip: std::net::IpAddr = if r.source_ip.is_empty() {
+                std::net::IpAddr::from([0, 0, 0, 0])
+            } else {
+                r.source_ip.parse().map_err(|e| {
+                    Status::invalid_argument(format!("source_ip {:?}: {e}", r.source_ip))
+                })?
+            };
+            ferrule_policy::Source::Unauthenticated(ip)
+        } else {
+            from = SpiffeId::new(&r.from)
+                .map_err(|e| Status::invalid_argument(format!("from {:?}: {e}", r.from)))?;
+            ferrule_policy::Source::Authenticated(&from)
+        };
+        let http = match (r.method.is_empty(), r.path.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some(ferrule_policy::HttpRequest {
+                method: &r.method,
+                path: &r.path,
+            }),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "method and path: give both (HTTP port) or neither (opaque port)",
+                ));
+            }
+        };
+        let state = self.policies.current();
+        let d = state.set.evaluate(&ferrule_policy::Request {
+            source,
+            destination: &to,
+            port,
+            http,
+        });
+        Ok(Response::new(pb::ExplainResponse {
+            allow: d.allow,
+            policy: d.policy.clone().unwrap_or_else(|| "mesh-default".into()),
+            rule: d.rule.map(|r| r as i32).unwrap_or(-1),
+            reason: d.reason.as_str().to_string(),
+            explanation: d.explain(),
+            version: state.set.version(),
+        }))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => 100,
+            n => n.min(10_000),
+        };
+        let entries = self.store.list_audit(limit).map_err(store_status)?;
+        Ok(Response::new(pb::ListAuditResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| pb::AuditEntry {
+                    at_unix: unix(e.at),
+                    who: e.who,
+                    action: e.action,
+                    target: e.target,
+                    detail: e.detail,
+                })
+                .collect(),
+        }))
     }
 
     async fn list_certificates(
@@ -253,9 +412,15 @@ impl Admin for AdminApi {
 }
 
 impl AdminApi {
-    /// The policy-set version proxies should run (0 until policies exist).
+    /// The policy-set version proxies should run.
     fn policy_version(&self) -> u64 {
-        0
+        self.policies.current().set.version()
+    }
+
+    fn audit(&self, who: &str, action: &str, target: &str, detail: &str) {
+        if let Err(e) = self.store.audit(who, action, target, detail) {
+            tracing::error!(error = %e, action, "cannot write the audit log");
+        }
     }
 }
 
@@ -319,6 +484,60 @@ impl WorkloadsAndChecks for AdminApi {
                 .collect(),
         })
     }
+}
+
+/// Maps policy errors to statuses; invalid documents list document, field and reason.
+fn policy_status(e: PolicyError) -> Status {
+    match e {
+        PolicyError::Invalid(errors) => {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|d| {
+                    let name = d.name.as_deref().unwrap_or("-");
+                    let at = match (d.line, d.column) {
+                        (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+                        _ => String::new(),
+                    };
+                    format!(
+                        "document {} ({name}): {}: {}{at}",
+                        d.document,
+                        if d.field.is_empty() { "-" } else { &d.field },
+                        d.reason
+                    )
+                })
+                .collect();
+            Status::invalid_argument(format!(
+                "invalid policy documents, nothing applied:\n{}",
+                lines.join("\n")
+            ))
+        }
+        PolicyError::NotFound(e) => Status::not_found(e.to_string()),
+        PolicyError::Store(e) => store_status(e),
+        PolicyError::Corrupt { .. } => {
+            tracing::error!(error = %e, "policy store unreadable");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+fn policy_infos(state: &crate::policy::PolicyState) -> Vec<pb::PolicyInfo> {
+    state
+        .set
+        .policies()
+        .iter()
+        .map(|p| {
+            let meta = state.meta.iter().find(|m| m.name == p.name());
+            pb::PolicyInfo {
+                name: p.name().to_string(),
+                yaml: serde_yaml_ng::to_string(p).unwrap_or_default(),
+                version: meta.map(|m| m.version).unwrap_or(0),
+                updated_at_unix: meta.map(|m| unix(m.updated_at)).unwrap_or(0),
+                updated_by: meta.map(|m| m.updated_by.clone()).unwrap_or_default(),
+                action: p.action().as_str().to_string(),
+                selector: p.selector().workloads.to_string(),
+            }
+        })
+        .collect()
 }
 
 fn token_pb(t: &join_token::JoinTokenInfo) -> pb::JoinTokenInfo {

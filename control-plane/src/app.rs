@@ -18,6 +18,7 @@ use crate::discovery::Registry;
 use crate::identity_api::IdentityApi;
 use crate::mesh_api::MeshApi;
 use crate::metrics::Metrics;
+use crate::policy::PolicyService;
 use crate::server::{admin_socket, metrics_http, tls_listener};
 use crate::store::Store;
 
@@ -95,11 +96,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Disconnected workloads stay visible for one certificate lifetime: long enough to
     // ride out a control-plane restart, short enough that a dead workload's
     // credentials have expired by the time it disappears.
+    let policies = Arc::new(
+        PolicyService::open(store.clone(), config.mesh_default).context("loading policies")?,
+    );
     let registry = Arc::new(
         Registry::persistent(config.svid_ttl, store.clone())
             .context("loading the workload registry")?,
     );
-    let mesh_api = MeshApi::new(ca.clone(), registry.clone(), metrics.clone());
+    let mesh_api = MeshApi::new(
+        ca.clone(),
+        registry.clone(),
+        policies.clone(),
+        metrics.clone(),
+    );
     let incoming = tls_listener::incoming(listener, TlsAcceptor::from(server_tls));
     let identity_server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity_api))
@@ -114,6 +123,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ca.clone(),
             store.clone(),
             registry.clone(),
+            policies.clone(),
             authority_changed.clone(),
         )))
         .serve_with_incoming_shutdown(
@@ -132,6 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn({
         let registry = registry.clone();
         let metrics = metrics.clone();
+        let policies = policies.clone();
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
@@ -140,6 +151,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 metrics
                     .registered_workloads
                     .set(registry.snapshot().workloads.len() as i64);
+                let version = policies.current().set.version();
+                metrics.policy_version.set(version as i64);
+                let stale = registry
+                    .entries()
+                    .iter()
+                    .filter(|e| e.session.is_some() && e.acked_policy != version)
+                    .count();
+                metrics.proxies_on_stale_policy.set(stale as i64);
                 if n > 0 {
                     tracing::info!(
                         removed = n,

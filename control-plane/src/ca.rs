@@ -566,10 +566,7 @@ impl CertificateAuthority {
     /// Checks every non-retired authority's chain: the issuer is a CA signed by the
     /// root, the root is self-signed, and both are within their validity at `now`.
     /// Returns one verdict per authority id.
-    pub fn verify_chains(
-        &self,
-        now: SystemTime,
-    ) -> Result<Vec<ChainVerdict>, CaError> {
+    pub fn verify_chains(&self, now: SystemTime) -> Result<Vec<ChainVerdict>, CaError> {
         let pairs: Vec<(String, Vec<u8>, Vec<u8>)> = match &self.backend {
             Backend::Internal { .. } => self
                 .store

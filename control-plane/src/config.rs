@@ -62,6 +62,14 @@ pub struct Args {
     /// (default: `<data-dir>/bundle.pem`). Rewritten on every bundle change.
     #[arg(long, env = "FERRULE_BUNDLE_OUT")]
     pub bundle_out: Option<PathBuf>,
+    /// Decision when no ALLOW policy selects a destination: deny, allow-authenticated,
+    /// allow-all. Streamed to every proxy with its policy.
+    #[arg(
+        long,
+        env = "FERRULE_MESH_DEFAULT",
+        default_value = "allow-authenticated"
+    )]
+    pub mesh_default: ferrule_policy::MeshDefault,
     /// Log format.
     #[arg(long, env = "FERRULE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -80,6 +88,7 @@ pub struct Config {
     pub external_issuer: Option<ExternalIssuer>,
     pub server_dns_names: Vec<String>,
     pub bundle_out: PathBuf,
+    pub mesh_default: ferrule_policy::MeshDefault,
 }
 
 /// Paths of an externally managed issuer (e.g. written by cert-manager).
@@ -161,6 +170,7 @@ impl Args {
             external_issuer,
             server_dns_names: self.server_dns_names,
             bundle_out,
+            mesh_default: self.mesh_default,
         })
     }
 }

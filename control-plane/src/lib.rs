@@ -25,6 +25,7 @@ pub mod health;
 pub mod identity_api;
 pub mod mesh_api;
 pub mod metrics;
+pub mod policy;
 pub mod server;
 pub mod telemetry;
 

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::ca::CertificateAuthority;
 use crate::discovery::{Registration, Registry, Snapshot};
 use crate::metrics::Metrics;
+use crate::policy::PolicyService;
 use crate::server::tls_listener::PeerInfo;
 
 /// Time a new session has to send its `Register`.
@@ -27,15 +28,22 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MeshApi {
     ca: Arc<CertificateAuthority>,
     registry: Arc<Registry>,
+    policies: Arc<PolicyService>,
     metrics: Metrics,
 }
 
 impl MeshApi {
     /// Creates the service.
-    pub fn new(ca: Arc<CertificateAuthority>, registry: Arc<Registry>, metrics: Metrics) -> Self {
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        registry: Arc<Registry>,
+        policies: Arc<PolicyService>,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             ca,
             registry,
+            policies,
             metrics,
         }
     }
@@ -188,21 +196,50 @@ impl Mesh for MeshApi {
             .and_then(|t| t.duration_since(SystemTime::now()).ok())
             .unwrap_or(Duration::ZERO);
         let mut snapshots = self.registry.subscribe();
+        let mut policy_rx = self.policies.subscribe();
+        let mesh_default = self.policies.mesh_default();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let _guard = guard;
             let deadline = tokio::time::sleep(expiry);
             tokio::pin!(deadline);
+            // Policy first, so a proxy that becomes ready has its policy.
+            let mut send_policy = true;
+            let mut send_discovery = true;
             loop {
-                let snap = snapshots.borrow_and_update().clone();
-                let msg = pb::ControlMessage {
-                    msg: Some(pb::control_message::Msg::Discovery(discovery_pb(&snap))),
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return;
+                if send_policy {
+                    let state = policy_rx.borrow_and_update().clone();
+                    let msg = pb::ControlMessage {
+                        msg: Some(pb::control_message::Msg::Policy(pb::Policy {
+                            version: state.set.version(),
+                            mesh_default: mesh_default.as_str().to_string(),
+                            documents_json: PolicyService::documents_for(&state, &spiffe_id),
+                        })),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
                 }
+                if send_discovery {
+                    let snap = snapshots.borrow_and_update().clone();
+                    let msg = pb::ControlMessage {
+                        msg: Some(pb::control_message::Msg::Discovery(discovery_pb(&snap))),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                send_policy = false;
+                send_discovery = false;
                 tokio::select! {
-                    r = snapshots.changed() => if r.is_err() { return },
+                    r = snapshots.changed() => {
+                        if r.is_err() { return }
+                        send_discovery = true;
+                    }
+                    r = policy_rx.changed() => {
+                        if r.is_err() { return }
+                        send_policy = true;
+                    }
                     _ = &mut deadline => {
                         let _ = tx
                             .send(Err(Status::unauthenticated(

@@ -24,8 +24,11 @@ pub(crate) mod authorities;
 mod issued;
 pub(crate) mod join_tokens;
 mod perms;
+mod policies;
 mod schema;
 mod workloads;
+
+pub use policies::{ApplyOutcome, AuditEntry, DeleteError, StoredPolicy};
 
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,7 @@ use crate::discovery::Discovery;
 use crate::drain::Drain;
 use crate::identity::IdentityStatus;
 use crate::metrics::Metrics;
+use crate::policy::Authorizer;
 
 /// State the admin endpoint reads.
 #[derive(Clone)]
@@ -43,6 +44,8 @@ pub struct AdminState {
     pub drain: Drain,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The policy in force.
+    pub authz: Authorizer,
 }
 
 /// Serves the admin endpoint on `listener` forever.
@@ -109,6 +112,9 @@ pub fn missing(state: &AdminState) -> Vec<&'static str> {
     if !state.discovery.is_synced() {
         missing.push("no discovery data from the control plane yet");
     }
+    if state.authz.version().is_none() {
+        missing.push("no policy from the control plane yet");
+    }
     if state.drain.is_draining() {
         missing.push("shutting down");
     }
@@ -160,6 +166,7 @@ fn handle(
                 "discovery_version": state.sync.borrow().discovery_version,
                 "workloads_known": state.discovery.snapshot().len(),
                 "active_connections": state.drain.active(),
+                "policy_version": state.authz.version(),
             }))
         }
         "/identity/cert.pem" => match state.identity.credentials() {

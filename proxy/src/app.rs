@@ -56,6 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let identity_status = manager.status();
     let drain = Drain::new(file.limits.max_connections);
+    let authz = Authorizer::new(identity.clone());
     let discovery = Discovery::new();
     let sync_status = watch::Sender::new(SyncStatus::default());
     let tls_opts = TlsOptions {
@@ -134,10 +135,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .collect::<HashMap<_, _>>(),
             own_ports: own_ports(&config),
             limits: file.limits.clone(),
+            close_on_policy_change: file.inbound.close_on_policy_change,
         },
         &identity,
         &tls_opts,
-        Authorizer::new(config.mesh_default),
+        authz.clone(),
         metrics.clone(),
     )?);
     let outbound = Arc::new(Outbound::new(
@@ -168,6 +170,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         sync_status.clone(),
         metrics.clone(),
+        authz.clone(),
     ));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(inbound.run(inbound_listener, drain.clone()));
@@ -183,6 +186,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             discovery: discovery.clone(),
             drain: drain.clone(),
             metrics: metrics.clone(),
+            authz: authz.clone(),
         },
     ));
     tracing::info!(

@@ -66,13 +66,6 @@ pub struct RunArgs {
     /// `config::file`. Without it: explicit mode, no ports.
     #[arg(long, env = "FERRULE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Decision when no policy selects a destination: deny, allow-authenticated, allow-all.
-    #[arg(
-        long,
-        env = "FERRULE_MESH_DEFAULT",
-        default_value = "allow-authenticated"
-    )]
-    pub mesh_default: crate::policy::MeshDefault,
     /// Log format.
     #[arg(long, env = "FERRULE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -90,7 +83,6 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub renew_fraction: f64,
     pub file: file::FileConfig,
-    pub mesh_default: crate::policy::MeshDefault,
 }
 
 /// A configuration value that failed validation.
@@ -181,7 +173,6 @@ impl RunArgs {
         };
         Ok(Config {
             file,
-            mesh_default: self.mesh_default,
             trust_domain,
             control_plane: self.control_plane,
             control_plane_id,

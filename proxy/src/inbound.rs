@@ -12,6 +12,7 @@
 //! 5. Connect to the application and copy bytes both ways.
 
 pub mod detect;
+pub mod http;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,6 +57,8 @@ pub struct InboundSettings {
     pub own_ports: Vec<u16>,
     /// Timeouts and caps.
     pub limits: Limits,
+    /// Close established connections that a new policy denies.
+    pub close_on_policy_change: bool,
 }
 
 /// Why an inbound connection was refused or ended badly. Each has a stable label.
@@ -127,6 +130,17 @@ pub struct Inbound {
     acceptor: TlsAcceptor,
     authz: Authorizer,
     metrics: Metrics,
+    /// Connection pools to the local application for `http` ports (HTTP/1.1, HTTP/2).
+    clients: (
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            hyper::body::Incoming,
+        >,
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            hyper::body::Incoming,
+        >,
+    ),
 }
 
 impl Inbound {
@@ -143,10 +157,11 @@ impl Inbound {
         let config =
             ferrule_tls::server_config(identity, ferrule_tls::ClientAuth::Required, &opts)?;
         Ok(Self {
-            settings,
+            clients: http::clients(settings.limits.connect_timeout),
             acceptor: TlsAcceptor::from(config),
             authz,
             metrics,
+            settings,
         })
     }
 
@@ -233,18 +248,9 @@ impl Inbound {
                         original: orig.port(),
                     });
                 }
-                let target = self.target(port, original)?;
+                let (addr, _mode, protocol) = self.target(port, original)?;
                 let peer = Peer::Authenticated(peer_id);
-                self.authorize(&peer, port)?;
-                let app = self.connect_app(target.0).await?;
-                let m = self.metrics.open(ConnLabels {
-                    direction: "inbound",
-                    peer: peer.to_string(),
-                    tls: "mtls",
-                });
-                let stats = self.finish(tls, app).await?;
-                m.bytes(stats.a_to_b, stats.b_to_a);
-                Ok(stats)
+                self.forward(tls, peer, port, addr, protocol, "mtls").await
             }
             Detected::Plaintext | Detected::OtherTls | Detected::Silent => {
                 let Some(orig) = original else {
@@ -252,31 +258,71 @@ impl Inbound {
                 };
                 let port = orig.port();
                 tracing::Span::current().record("port", port);
-                let (addr, mode) = self.target(port, original)?;
+                let (addr, mode, protocol) = self.target(port, original)?;
                 if mode == PortMode::Strict {
                     return Err(InboundError::PlaintextOnStrictPort(port));
                 }
                 tracing::Span::current().record("peer", "unauthenticated");
-                self.authorize(&Peer::Unauthenticated(remote.ip()), port)?;
-                let app = self.connect_app(addr).await?;
-                let m = self.metrics.open(ConnLabels {
-                    direction: "inbound",
-                    peer: "unauthenticated".into(),
-                    tls: "plaintext",
-                });
-                let stats = self.finish(io, app).await?;
-                m.bytes(stats.a_to_b, stats.b_to_a);
-                Ok(stats)
+                let peer = Peer::Unauthenticated(remote.ip());
+                self.forward(io, peer, port, addr, protocol, "plaintext")
+                    .await
             }
         }
     }
 
-    /// Where port `port` goes, and its mode.
+    /// Authorizes and forwards an accepted connection: per request on `http` ports, once
+    /// per connection (and again on every policy change) on `opaque` ports.
+    async fn forward<S>(
+        &self,
+        io: S,
+        peer: Peer,
+        port: u16,
+        app: SocketAddr,
+        protocol: Protocol,
+        tls: &'static str,
+    ) -> Result<crate::io::CopyStats, InboundError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let labels = ConnLabels {
+            direction: "inbound",
+            peer: peer.to_string(),
+            tls,
+        };
+        if protocol == Protocol::Http {
+            let authz = self.authz.clone();
+            let p = peer.clone();
+            let ctx = http::HttpContext {
+                peer: peer.to_string(),
+                port,
+                app,
+                authorize: Arc::new(move |method: &str, path: &str| {
+                    authz.decide(&p, port, Some((method, path)))
+                }),
+                h1: self.clients.0.clone(),
+                h2: self.clients.1.clone(),
+                metrics: self.metrics.clone(),
+            };
+            let _m = self.metrics.open(labels);
+            if let Err(e) = http::serve(io, ctx).await {
+                tracing::debug!(error = %e, "inbound HTTP connection ended with an error");
+            }
+            return Ok(crate::io::CopyStats::default());
+        }
+        self.authorize(&peer, port)?;
+        let app = self.connect_app(app).await?;
+        let m = self.metrics.open(labels);
+        let stats = self.finish(io, app, &peer, port).await?;
+        m.bytes(stats.a_to_b, stats.b_to_a);
+        Ok(stats)
+    }
+
+    /// Where port `port` goes, its mode and protocol.
     fn target(
         &self,
         port: u16,
         original: Option<SocketAddr>,
-    ) -> Result<(SocketAddr, PortMode), InboundError> {
+    ) -> Result<(SocketAddr, PortMode, Protocol), InboundError> {
         if self.settings.own_ports.contains(&port) {
             return Err(InboundError::UndeclaredPort(port));
         }
@@ -286,21 +332,24 @@ impl Inbound {
                 (None, Some(orig), Mode::Transparent) => orig,
                 _ => SocketAddr::from(([127, 0, 0, 1], port)),
             };
-            return Ok((addr, p.mode));
+            return Ok((addr, p.mode, p.protocol));
         }
         match (self.settings.mode, original) {
-            (Mode::Transparent, Some(orig)) => Ok((orig, self.settings.default_mode)),
+            (Mode::Transparent, Some(orig)) => {
+                Ok((orig, self.settings.default_mode, Protocol::Opaque))
+            }
             _ => Err(InboundError::UndeclaredPort(port)),
         }
     }
 
     fn authorize(&self, peer: &Peer, port: u16) -> Result<(), InboundError> {
-        let d = self.authz.connection(peer, port);
+        let d = self.authz.decide(peer, port, None);
         self.metrics.decision(&d);
         if d.allow {
             tracing::debug!(policy = %d.policy, reason = d.reason, "allowed");
             Ok(())
         } else {
+            tracing::info!(%peer, port, policy = %d.policy, rule = ?d.rule, reason = d.reason, why = %d.explanation, "connection denied");
             Err(InboundError::Denied {
                 policy: d.policy,
                 reason: d.reason,
@@ -324,17 +373,46 @@ impl Inbound {
         }
     }
 
-    async fn finish<A, B>(&self, a: A, b: B) -> Result<crate::io::CopyStats, InboundError>
+    /// Copies until both sides finish; closes early if a new policy denies the
+    /// connection (unless `close_on_policy_change` is off).
+    async fn finish<A, B>(
+        &self,
+        a: A,
+        b: B,
+        peer: &Peer,
+        port: u16,
+    ) -> Result<crate::io::CopyStats, InboundError>
     where
         A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
         B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let idle = Some(self.settings.limits.idle_timeout).filter(|d| !d.is_zero());
-        match copy_bidirectional(a, b, idle).await {
-            Ok(stats) => Ok(stats),
-            Err(e) => {
-                tracing::debug!(error = %e, "inbound copy ended with an error");
-                Ok(crate::io::CopyStats::default())
+        let mut policy = self.authz.subscribe();
+        policy.borrow_and_update();
+        let copy = copy_bidirectional(a, b, idle);
+        tokio::pin!(copy);
+        loop {
+            tokio::select! {
+                r = &mut copy => {
+                    return match r {
+                        Ok(stats) => Ok(stats),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "inbound copy ended with an error");
+                            Ok(crate::io::CopyStats::default())
+                        }
+                    };
+                }
+                changed = policy.changed(), if self.settings.close_on_policy_change => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let d = self.authz.decide(peer, port, None);
+                    if !d.allow {
+                        self.metrics.decision(&d);
+                        tracing::info!(%peer, port, policy = %d.policy, reason = d.reason, "closing an established connection: the new policy denies it");
+                        return Err(InboundError::Denied { policy: d.policy, reason: d.reason });
+                    }
+                }
             }
         }
     }

@@ -1,12 +1,20 @@
-//! Authorization on the inbound side: may this peer reach this port?
+//! Where inbound authorization is decided: the compiled policy set streamed from the
+//! control plane (`ferrule-policy`, the same engine the control plane explains with).
 //!
-//! Until policy documents are streamed from the control plane, decisions come from the
-//! mesh default (`allow-authenticated` unless configured otherwise). Decisions are
-//! fail-closed: anything not explicitly allowed is denied.
+//! * Until the first policy arrives every inbound connection is denied (`no_policy`) and
+//!   `/ready` says so: the proxy never guesses.
+//! * The last good policy stays in force while the control plane is unreachable; a
+//!   proxy never falls back to allow-all because it lost its stream.
+//! * Each new policy bumps a watch so long-lived connections are re-evaluated.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
+use ferrule_policy::{HttpRequest, PolicySet, Request, Source};
+use ferrule_tls::IdentityHandle;
 use spiffe::SpiffeId;
+use tokio::sync::watch;
 
 /// Who is on the other end of an inbound connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,104 +29,105 @@ impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Authenticated(id) => write!(f, "{id}"),
-            Self::Unauthenticated(ip) => write!(f, "unauthenticated({ip})"),
+            Self::Unauthenticated(_) => f.write_str("unauthenticated"),
         }
     }
 }
 
-/// The mesh-wide default decision when no policy selects a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MeshDefault {
-    /// Deny everything not explicitly allowed.
-    Deny,
-    /// Allow any peer with a valid mesh identity.
-    #[default]
-    AllowAuthenticated,
-    /// Allow everyone, including plaintext clients on permissive ports.
-    AllowAll,
-}
-
-impl std::str::FromStr for MeshDefault {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "deny" => Ok(Self::Deny),
-            "allow-authenticated" => Ok(Self::AllowAuthenticated),
-            "allow-all" => Ok(Self::AllowAll),
-            _ => Err(format!(
-                "{s:?}: expected deny, allow-authenticated or allow-all"
-            )),
-        }
-    }
-}
-
-/// An authorization decision with the reason, for logs and metrics.
+/// An authorization decision with the reason, for logs, metrics and 403 headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// Whether the connection/request may proceed.
     pub allow: bool,
-    /// Which policy decided (`mesh-default` when none did).
+    /// Which policy decided (`mesh-default` when none did, `-` before any policy).
     pub policy: String,
     /// Index of the deciding rule within the policy, if a rule decided.
     pub rule: Option<usize>,
     /// Stable, machine-readable reason.
     pub reason: &'static str,
+    /// A sentence for logs.
+    pub explanation: String,
 }
 
-/// Evaluates decisions for the inbound side.
-#[derive(Debug, Clone)]
-pub struct Authorizer {
-    default: MeshDefault,
-}
-
-impl Authorizer {
-    /// An authorizer applying only the mesh default.
-    pub fn new(default: MeshDefault) -> Self {
-        Self { default }
-    }
-
-    /// Decides whether `peer` may open a connection to application port `port`.
-    pub fn connection(&self, peer: &Peer, _port: u16) -> Decision {
-        let allow = match (self.default, peer) {
-            (MeshDefault::AllowAll, _) => true,
-            (MeshDefault::AllowAuthenticated, Peer::Authenticated(_)) => true,
-            (MeshDefault::AllowAuthenticated, Peer::Unauthenticated(_)) => false,
-            (MeshDefault::Deny, _) => false,
-        };
-        let reason = match (allow, peer) {
-            (true, _) => "mesh_default_allow",
-            (false, Peer::Unauthenticated(_)) => "unauthenticated",
-            (false, Peer::Authenticated(_)) => "mesh_default_deny",
-        };
-        Decision {
-            allow,
-            policy: "mesh-default".into(),
+impl Decision {
+    fn refused(reason: &'static str, explanation: &str) -> Self {
+        Self {
+            allow: false,
+            policy: "-".into(),
             rule: None,
             reason,
+            explanation: explanation.into(),
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Evaluates inbound decisions against the current policy set (cheap to clone).
+#[derive(Clone)]
+pub struct Authorizer {
+    set: Arc<ArcSwapOption<PolicySet>>,
+    identity: IdentityHandle,
+    changed: watch::Sender<u64>,
+}
 
-    #[test]
-    fn mesh_defaults() {
-        let id = Peer::Authenticated(SpiffeId::new("spiffe://td/ns/a/sa/b").unwrap());
-        let anon = Peer::Unauthenticated("10.0.0.1".parse().unwrap());
-        let a = Authorizer::new(MeshDefault::AllowAuthenticated);
-        assert!(a.connection(&id, 80).allow);
-        assert!(!a.connection(&anon, 80).allow);
-        let d = Authorizer::new(MeshDefault::Deny);
-        assert!(!d.connection(&id, 80).allow);
-        let all = Authorizer::new(MeshDefault::AllowAll);
-        assert!(all.connection(&anon, 80).allow);
-        assert_eq!(
-            "allow-all".parse::<MeshDefault>(),
-            Ok(MeshDefault::AllowAll)
-        );
-        assert!("allow".parse::<MeshDefault>().is_err());
+impl Authorizer {
+    /// An authorizer with no policy yet (everything denied until one arrives).
+    pub fn new(identity: IdentityHandle) -> Self {
+        Self {
+            set: Arc::new(ArcSwapOption::empty()),
+            identity,
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    /// Installs a new policy set; live connections are re-evaluated.
+    pub fn install(&self, set: PolicySet) {
+        let version = set.version();
+        self.set.store(Some(Arc::new(set)));
+        self.changed.send_replace(version);
+    }
+
+    /// The version in force, if any policy arrived.
+    pub fn version(&self) -> Option<u64> {
+        self.set.load().as_ref().map(|s| s.version())
+    }
+
+    /// Notified on every policy change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Decides a connection (opaque port) or, with `http`, one request.
+    pub fn decide(&self, peer: &Peer, port: u16, http: Option<(&str, &str)>) -> Decision {
+        let Some(set) = self.set.load_full() else {
+            return Decision::refused("no_policy", "no policy received from the control plane yet");
+        };
+        let Some(creds) = self.identity.credentials() else {
+            return Decision::refused("no_certificate", "this proxy has no identity yet");
+        };
+        let source = match peer {
+            Peer::Authenticated(id) => Source::Authenticated(id),
+            Peer::Unauthenticated(ip) => Source::Unauthenticated(*ip),
+        };
+        let d = set.evaluate(&Request {
+            source,
+            destination: creds.spiffe_id(),
+            port,
+            http: http.map(|(method, path)| HttpRequest { method, path }),
+        });
+        Decision {
+            allow: d.allow,
+            policy: d.policy.clone().unwrap_or_else(|| {
+                match d.reason.as_str() {
+                    "mesh_default_allow" | "mesh_default_deny" | "unauthenticated_by_default" => {
+                        "mesh-default"
+                    }
+                    _ => "-",
+                }
+                .into()
+            }),
+            rule: d.rule,
+            reason: d.reason.as_str(),
+            explanation: d.explain(),
+        }
     }
 }

@@ -16,18 +16,72 @@ use anyhow::{Context, bail};
 use crate::netns::NetNs;
 use crate::process::wait_for;
 
-/// One captured TCP segment with a payload.
-#[derive(Debug, Clone)]
+/// One captured TCP segment.
+#[derive(Clone)]
 pub struct Segment {
     /// Sender.
     pub src: SocketAddr,
     /// Receiver.
     pub dst: SocketAddr,
+    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10, ...).
+    pub flags: u8,
     /// TCP payload (possibly several MSS after GRO).
     pub payload: Vec<u8>,
 }
 
-/// Parses a pcap file's contents into TCP segments that carry data, in capture order.
+impl Segment {
+    /// A connection's first segment (SYN without ACK).
+    pub fn opens(&self) -> bool {
+        self.flags & 0x12 == 0x02
+    }
+
+    /// FIN set: this direction is done.
+    pub fn fin(&self) -> bool {
+        self.flags & 0x01 != 0
+    }
+
+    /// RST set: the connection is gone.
+    pub fn rst(&self) -> bool {
+        self.flags & 0x04 != 0
+    }
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self.payload[..self.payload.len().min(48)];
+        write!(
+            f,
+            "{} > {} flags {:#04x} len {} {:02x?}",
+            self.src,
+            self.dst,
+            self.flags,
+            self.payload.len(),
+            shown
+        )
+    }
+}
+
+/// Whether at least one connection started in the capture and every one that did has
+/// ended on the wire (a FIN from each side, or an RST): then none of their packets can
+/// still be missing from the capture.
+pub fn all_closed(segs: &[Segment]) -> bool {
+    let opened: Vec<(SocketAddr, SocketAddr)> = segs
+        .iter()
+        .filter(|s| s.opens())
+        .map(|s| (s.src, s.dst))
+        .collect();
+    let between = |s: &Segment, a: SocketAddr, b: SocketAddr| {
+        (s.src, s.dst) == (a, b) || (s.src, s.dst) == (b, a)
+    };
+    !opened.is_empty()
+        && opened.iter().all(|&(c, srv)| {
+            let rst = segs.iter().any(|s| s.rst() && between(s, c, srv));
+            let fin = |from, to| segs.iter().any(|s| s.fin() && (s.src, s.dst) == (from, to));
+            rst || (fin(c, srv) && fin(srv, c))
+        })
+}
+
+/// Parses a pcap file's contents into TCP segments, in capture order.
 pub fn tcp_segments(pcap: &[u8]) -> anyhow::Result<Vec<Segment>> {
     anyhow::ensure!(pcap.len() >= 24, "pcap too short");
     let magic = [pcap[0], pcap[1], pcap[2], pcap[3]];
@@ -106,13 +160,12 @@ fn frame(f: &[u8], linktype: u32) -> Option<Segment> {
     let sport = be16(l4, 0)?;
     let dport = be16(l4, 2)?;
     let off = usize::from(l4.get(12)? >> 4) * 4;
+    let flags = *l4.get(13)?;
     let payload = l4.get(off..)?;
-    if payload.is_empty() {
-        return None;
-    }
     Some(Segment {
         src: SocketAddr::new(src, sport),
         dst: SocketAddr::new(dst, dport),
+        flags,
         payload: payload.to_vec(),
     })
 }
@@ -140,7 +193,17 @@ impl Capture {
         // -U then writes each one to the file as it comes.
         let mut child = ns
             .command("tcpdump")
-            .args(["--immediate-mode", "-Z", "root", "-U", "-n", "-s", "0", "-i", ifname])
+            .args([
+                "--immediate-mode",
+                "-Z",
+                "root",
+                "-U",
+                "-n",
+                "-s",
+                "0",
+                "-i",
+                ifname,
+            ])
             .arg("-w")
             .arg(file)
             .arg(filter)
@@ -197,12 +260,27 @@ impl Capture {
         }
     }
 
-    /// Stops the capture and returns the TCP segments with data.
-    pub fn finish(mut self) -> anyhow::Result<Vec<Segment>> {
-        self.stop_child();
+    /// What has been captured so far.
+    pub fn segments(&self) -> anyhow::Result<Vec<Segment>> {
         let bytes =
             std::fs::read(&self.file).with_context(|| format!("read {}", self.file.display()))?;
         tcp_segments(&bytes)
+    }
+
+    /// Waits (at most 10 s) until every connection in the capture has closed on the wire
+    /// ([`all_closed`]), so none of their packets can be missing, then stops the capture
+    /// and returns every TCP segment.
+    pub fn finish(mut self) -> anyhow::Result<Vec<Segment>> {
+        let done = wait_for(Duration::from_secs(10), || {
+            self.segments().ok().filter(|s| all_closed(s)).map(|_| ())
+        });
+        self.stop_child();
+        let segs = self.segments()?;
+        anyhow::ensure!(
+            done.is_some(),
+            "captured connections did not all close on the wire: {segs:?}"
+        );
+        Ok(segs)
     }
 }
 
@@ -254,6 +332,7 @@ mod tests {
         pcap.extend(&frame);
         let segs = tcp_segments(&pcap).unwrap();
         assert_eq!(segs.len(), 1);
+        assert!(!segs[0].opens() && !segs[0].fin() && !segs[0].rst());
         assert_eq!(segs[0].dst, "10.0.0.2:8080".parse().unwrap());
         assert_eq!(segs[0].payload, payload);
         assert!(contains(&segs[0].payload, b"hello"));

@@ -239,7 +239,15 @@ fn certificate_expires_while_control_plane_is_down_fails_closed() {
         "proxy did not fail closed after expiry: {}",
         proxy.log()
     );
-    assert_eq!(proxy.admin_get("/identity/cert.pem").unwrap().0, 404);
+    // The expired certificate is withdrawn (no longer presented) at the next retry.
+    let withdrawn = wait_for(Duration::from_secs(5), || {
+        (proxy.admin_get("/identity/cert.pem").ok()?.0 == 404).then_some(())
+    });
+    assert!(
+        withdrawn.is_some(),
+        "expired certificate still held: {}",
+        proxy.log()
+    );
     // Back: the proxy re-bootstraps with the token's remaining use.
     cp.restart().unwrap();
     proxy.wait_ready(Duration::from_secs(40)).unwrap();

@@ -12,6 +12,7 @@
 //!       app: 127.0.0.1:8080 # where the application listens (default 127.0.0.1:<port>)
 //!       mode: strict
 //!       protocol: http      # http | opaque
+//!   close_on_policy_change: true  # close live connections a new policy denies
 //! outbound:
 //!   listen: 127.0.0.1:15001 # transparent mode capture listener
 //!   unmeshed: refuse        # refuse | passthrough (destinations not in the mesh)
@@ -99,6 +100,8 @@ pub struct InboundFile {
     pub listen: SocketAddr,
     pub default_mode: PortMode,
     pub ports: Vec<InboundPort>,
+    /// Close established opaque connections that a new policy denies (default: true).
+    pub close_on_policy_change: bool,
 }
 
 impl Default for InboundFile {
@@ -107,6 +110,7 @@ impl Default for InboundFile {
             listen: SocketAddr::from(([0, 0, 0, 0], 15006)),
             default_mode: PortMode::Strict,
             ports: Vec::new(),
+            close_on_policy_change: true,
         }
     }
 }

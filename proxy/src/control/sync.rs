@@ -17,6 +17,7 @@ use super::ControlClient;
 use crate::config::{RETRY_MAX, RETRY_MIN};
 use crate::discovery::{Discovery, Snapshot, Workload};
 use crate::metrics::Metrics;
+use crate::policy::Authorizer;
 use crate::telemetry::Backoff;
 
 /// What the proxy registers for its workload.
@@ -39,6 +40,8 @@ pub struct SyncStatus {
     pub discovery_version: u64,
     /// Last error, if the session is down.
     pub last_error: Option<String>,
+    /// Policy version in force, once one arrived.
+    pub policy_version: Option<u64>,
 }
 
 /// Runs the session forever.
@@ -49,6 +52,7 @@ pub async fn run(
     info: RegisterInfo,
     status: watch::Sender<SyncStatus>,
     metrics: Metrics,
+    authz: Authorizer,
 ) {
     let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
@@ -61,7 +65,16 @@ pub async fn run(
         if info.service.is_empty() {
             info.service = default_service(creds.spiffe_id());
         }
-        let result = session(&client, &discovery, &info, &status, &metrics, &mut backoff).await;
+        let result = session(
+            &client,
+            &discovery,
+            &info,
+            &status,
+            &metrics,
+            &authz,
+            &mut backoff,
+        )
+        .await;
         metrics.control_plane_connected.set(0);
         status.send_modify(|s| {
             s.connected = false;
@@ -83,6 +96,7 @@ async fn session(
     info: &RegisterInfo,
     status: &watch::Sender<SyncStatus>,
     metrics: &Metrics,
+    authz: &Authorizer,
     backoff: &mut Backoff,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let channel = client.connect().await?;
@@ -123,14 +137,39 @@ async fn session(
                 let ack = pb::ProxyMessage {
                     msg: Some(pb::proxy_message::Msg::Ack(pb::Ack {
                         discovery_version: version,
-                        policy_version: 0,
+                        policy_version: status.borrow().policy_version.unwrap_or(0),
                     })),
                 };
                 if tx.send(ack).await.is_err() {
                     break;
                 }
             }
-            Some(pb::control_message::Msg::Policy(_)) | None => {}
+            Some(pb::control_message::Msg::Policy(p)) => {
+                let version = p.version;
+                match policy_from_pb(p) {
+                    Ok(set) => {
+                        tracing::info!(version, policies = set.policies().len(), "policy applied");
+                        authz.install(set);
+                        metrics.policy_version.set(version as i64);
+                        status.send_modify(|s| s.policy_version = Some(version));
+                        let ack = pb::ProxyMessage {
+                            msg: Some(pb::proxy_message::Msg::Ack(pb::Ack {
+                                discovery_version: status.borrow().discovery_version,
+                                policy_version: version,
+                            })),
+                        };
+                        if tx.send(ack).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Never install a partial policy: keep the last good one, don't ack,
+                    // so the control plane reports this proxy as stale.
+                    Err(e) => {
+                        tracing::error!(version, error = %e, "invalid policy from the control plane ignored; keeping the last good policy")
+                    }
+                }
+            }
+            None => {}
         }
     }
     Ok(())
@@ -145,6 +184,24 @@ pub fn default_service(id: &SpiffeId) -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or("unnamed")
         .to_ascii_lowercase()
+}
+
+/// Converts the wire policy into a compiled set; any invalid document rejects it all.
+pub fn policy_from_pb(p: pb::Policy) -> Result<ferrule_policy::PolicySet, String> {
+    let default: ferrule_policy::MeshDefault = p
+        .mesh_default
+        .parse()
+        .map_err(|e| format!("mesh_default {:?}: {e}", p.mesh_default))?;
+    let policies = p
+        .documents_json
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            serde_json::from_str::<ferrule_policy::Policy>(d)
+                .map_err(|e| format!("document {i}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ferrule_policy::PolicySet::compile(policies, default).with_version(p.version))
 }
 
 /// Converts the wire snapshot, skipping (and logging) malformed entries.
