@@ -7,8 +7,10 @@
 //! | `GET /identity`      | JSON: SPIFFE ID, serial, expiry, bundle version, renewals   |
 //! | `GET /identity/cert.pem` | the current certificate chain (public data, no key)     |
 //! | `GET /metrics`       | Prometheus metrics (see `metrics`)                          |
+//! | `PUT /log-level`     | body `debug`, `info,ferrule_proxy=trace`, ... (loopback only) |
 //!
-//! Nothing here can stop the proxy or change what it enforces.
+//! Nothing here can stop the proxy or change what it enforces; the one mutation (log
+//! level) is accepted from loopback peers only.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,6 +48,8 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// The policy in force.
     pub authz: Authorizer,
+    /// Run-time log filter.
+    pub log_level: crate::telemetry::LogLevel,
 }
 
 /// Serves the admin endpoint on `listener` forever.
@@ -61,9 +65,14 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req, remote)) }
+                async move {
+                    if req.method() == Method::PUT && req.uri().path() == "/log-level" {
+                        return Ok::<_, Infallible>(set_log_level(&state, req, remote).await);
+                    }
+                    Ok::<_, Infallible>(handle(&state, req, remote))
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -74,6 +83,37 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
                 tracing::debug!(%remote, error = %e, "admin connection error");
             }
         });
+    }
+}
+
+/// `PUT /log-level` with a filter directive as the body. Only from loopback: a remote
+/// scraper may read metrics but never change the proxy.
+async fn set_log_level(
+    state: &AdminState,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    if !remote.ip().is_loopback() {
+        return text(
+            StatusCode::FORBIDDEN,
+            "log level changes are accepted from loopback only\n",
+        );
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+    };
+    let directive = String::from_utf8_lossy(&body).trim().to_string();
+    match state.log_level.set(&directive) {
+        Ok(()) => {
+            tracing::info!(filter = %directive, "log level changed");
+            text(StatusCode::OK, format!("log level set to {directive}\n"))
+        }
+        Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
 }
 

@@ -32,7 +32,7 @@ fn own_ports(config: &Config) -> Vec<u16> {
 }
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyhow::Result<()> {
     let file = &config.file;
     let identity = IdentityHandle::new();
     let metrics = Metrics::new();
@@ -187,6 +187,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             drain: drain.clone(),
             metrics: metrics.clone(),
             authz: authz.clone(),
+            log_level,
         },
     ));
     tracing::info!(

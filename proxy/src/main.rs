@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         // Exit 0, 1 on failure, 64 on a bad flag value; see `ferrule_proxy::intercept`.
         Command::Init(args) => ferrule_proxy::intercept::run_init(args),
         Command::Run(args) => {
-            ferrule_proxy::telemetry::init_logging(args.log_format == "json");
+            let log_level = ferrule_proxy::telemetry::init_logging(args.log_format == "json");
             let config = match args.validate() {
                 Ok(c) => c,
                 Err(e) => {
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(ferrule_proxy::app::run(config)) {
+            match rt.block_on(ferrule_proxy::app::run(config, log_level)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ferrule-proxy: {e:#}");

@@ -4,18 +4,42 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber: text by default, JSON on request; level from
-/// `RUST_LOG` (default `info`).
-pub fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+/// Changes the log filter at run time (the admin endpoint's `PUT /log-level`).
+#[derive(Clone)]
+pub struct LogLevel(std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>);
+
+impl LogLevel {
+    /// Applies a new filter directive such as `debug` or `info,ferrule_proxy=trace`.
+    pub fn set(&self, directives: &str) -> Result<(), String> {
+        (self.0)(directives)
     }
+
+    /// A handle that changes nothing (tests, embedding).
+    pub fn noop() -> Self {
+        Self(std::sync::Arc::new(|_| {
+            Err("log level cannot be changed here".into())
+        }))
+    }
+}
+
+/// Installs the global subscriber: text by default, JSON on request; level from
+/// `RUST_LOG` (default `info`), changeable later through the returned handle.
+pub fn init_logging(json: bool) -> LogLevel {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if json {
+        registry.with(fmt.json()).init();
+    } else {
+        registry.with(fmt).init();
+    }
+    LogLevel(std::sync::Arc::new(move |d: &str| {
+        let f = EnvFilter::try_new(d).map_err(|e| format!("invalid filter {d:?}: {e}"))?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }))
 }
 
 /// Capped exponential backoff with full jitter.

@@ -283,6 +283,13 @@ fn metrics_count_traffic_failures_and_certificates() {
         "{opened}"
     );
 
+    // The log level changes at run time (from loopback); a bad filter is refused.
+    let (code, body) = ferrule_tests::http::put(m.api.admin, "/log-level", "debug").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, body) =
+        ferrule_tests::http::put(m.api.admin, "/log-level", "no=such=level").unwrap();
+    assert_eq!(code, 400, "{body}");
+
     // Outbound side counts the mTLS connections to api.
     let (_, web) = m.web.admin_get("/metrics").unwrap();
     let out_peer = format!(
