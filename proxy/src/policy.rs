@@ -45,7 +45,7 @@ pub struct Decision {
     pub rule: Option<usize>,
     /// Stable, machine-readable reason.
     pub reason: &'static str,
-    /// A sentence for logs.
+    /// A sentence for logs (empty for allowed decisions).
     pub explanation: String,
 }
 
@@ -127,7 +127,9 @@ impl Authorizer {
             }),
             rule: d.rule,
             reason: d.reason.as_str(),
-            explanation: d.explain(),
+            // Only denials are logged with their explanation; skip the formatting on
+            // the allow path (it runs for every request on http ports).
+            explanation: if d.allow { String::new() } else { d.explain() },
         }
     }
 }

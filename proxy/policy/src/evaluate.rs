@@ -90,8 +90,9 @@ enum RequestHit {
 }
 
 impl PolicySet {
-    /// Decides one request (HTTP) or one connection (opaque). See the
-    /// [module documentation](self) for the order.
+    /// Decides one request (HTTP) or one connection (opaque), in the order given in
+    /// the [crate documentation](crate#evaluation): invalid path or method, DENY rules,
+    /// ALLOW policies, mesh default.
     pub fn evaluate(&self, request: &Request<'_>) -> Decision {
         let http = match request.http {
             None => None,

@@ -108,32 +108,36 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
         return Err(PathError::NotAbsolute);
     };
 
-    // `out` holds "/seg1/seg2" (no trailing slash); `starts[i]` is where segment i's
-    // slash was written, so `..` can truncate back to it.
-    let mut out = String::with_capacity(path.len());
-    let mut starts: Vec<usize> = Vec::new();
-    let mut segment = String::new();
+    // `out` holds "/seg1/seg2" (no trailing slash). Each segment is decoded straight
+    // into it, then dropped again if it is empty, `.` or `..`. Segments contain no `/`,
+    // so the last one starts at the last `/`. One allocation per call.
+    let mut out = String::with_capacity(path.len() + 1);
     let mut trailing_slash = false;
-
     let mut segments = rest.split('/').peekable();
     while let Some(raw_segment) = segments.next() {
         let last = segments.peek().is_none();
-        let encoded_dot = decode_segment(raw_segment, &mut segment)?;
-        trailing_slash = false;
-        match segment.as_str() {
+        let start = out.len();
+        out.push('/');
+        let encoded_dot = decode_segment(raw_segment, &mut out)?;
+        let kind = match &out[start + 1..] {
             // Empty segments come from `//` (merged) or a trailing `/` (kept).
-            "" => trailing_slash = last,
-            "." | ".." if encoded_dot => return Err(PathError::EncodedDotSegment),
-            "." => trailing_slash = last,
-            ".." => {
-                let start = starts.pop().ok_or(PathError::AboveRoot)?;
+            "" | "." if !encoded_dot => Segment::Drop,
+            ".." if !encoded_dot => Segment::Parent,
+            "." | ".." => return Err(PathError::EncodedDotSegment),
+            _ => Segment::Keep,
+        };
+        trailing_slash = false;
+        match kind {
+            Segment::Keep => {}
+            Segment::Drop => {
                 out.truncate(start);
                 trailing_slash = last;
             }
-            _ => {
-                starts.push(out.len());
-                out.push('/');
-                out.push_str(&segment);
+            Segment::Parent => {
+                out.truncate(start);
+                let parent = out.rfind('/').ok_or(PathError::AboveRoot)?;
+                out.truncate(parent);
+                trailing_slash = last;
             }
         }
     }
@@ -143,10 +147,17 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
-/// Decodes one raw segment into `out` (cleared first) following steps 4 and 5 of the
-/// module rule. Returns whether an encoded `.` was decoded.
+enum Segment {
+    Keep,
+    /// Empty or `.`.
+    Drop,
+    /// `..`.
+    Parent,
+}
+
+/// Decodes one raw segment onto the end of `out` following steps 4 and 5 of the module
+/// rule. Returns whether an encoded `.` was decoded.
 fn decode_segment(raw: &str, out: &mut String) -> Result<bool, PathError> {
-    out.clear();
     let bytes = raw.as_bytes();
     let mut encoded_dot = false;
     let mut i = 0;
