@@ -397,3 +397,45 @@ fn bad_configuration_is_refused_naming_the_field() {
         "nothing created on a config error"
     );
 }
+
+#[test]
+fn proxy_refuses_a_control_plane_with_the_wrong_identity_or_an_unknown_ca() {
+    use ferrule_tests::{Proxy, ProxyOptions};
+    let cp = start_cp();
+    let token = cp.create_token(WEB, 1, "5m").unwrap();
+    // Expecting another SPIFFE ID for the control plane: the proxy must not talk to it.
+    let p = Proxy::start(
+        &cp,
+        ProxyOptions {
+            token: Some(token.clone()),
+            extra_args: vec![
+                "--control-plane-id".into(),
+                "spiffe://demo.local/ferrule/impostor".into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = ferrule_tests::process::wait_for(Duration::from_secs(10), || {
+        p.identity().ok()?["last_error"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .expect("an error is reported");
+    assert!(
+        p.admin_get("/ready").unwrap().0 == 503,
+        "must not become ready"
+    );
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(
+        p.log().contains("identity_mismatch")
+            || p.log().contains("IdentityMismatch")
+            || p.log().contains("not the expected"),
+        "{}",
+        p.log()
+    );
+    // The token was never sent to the impostor, so it still works with the real one.
+    let list: serde_json::Value =
+        serde_json::from_str(&cp.ctl_ok(&["token", "list", "-o", "json"]).unwrap()).unwrap();
+    assert_eq!(list[0]["uses_left"], 1, "{list}");
+}

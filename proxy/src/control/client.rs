@@ -21,12 +21,28 @@ pub enum ControlError {
     #[error("TLS configuration: {0}")]
     Tls(#[from] ferrule_tls::ConfigError),
     /// The gRPC channel could not be established (network, TLS, or identity failure).
-    #[error("cannot connect to the control plane at {addr}: {source}")]
+    /// The message carries the whole cause chain (e.g. the TLS verification reason).
+    #[error("cannot connect to the control plane at {addr}: {}", error_chain(.source))]
     Connect {
         addr: String,
         #[source]
         source: tonic::transport::Error,
     },
+}
+
+/// `error: cause: cause ...`, skipping repeated messages.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// Creates channels to the control plane.
