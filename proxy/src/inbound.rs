@@ -186,7 +186,7 @@ impl Inbound {
                 continue;
             };
             let this = self.clone();
-            let span = tracing::info_span!("inbound", %remote, peer = tracing::field::Empty, port = tracing::field::Empty);
+            let span = tracing::info_span!("inbound", %remote, peer = tracing::field::Empty, port = tracing::field::Empty, decision = tracing::field::Empty);
             tokio::spawn(
                 async move {
                     let _guard = guard;
@@ -345,6 +345,7 @@ impl Inbound {
     fn authorize(&self, peer: &Peer, port: u16) -> Result<(), InboundError> {
         let d = self.authz.decide(peer, port, None);
         self.metrics.decision(&d);
+        tracing::Span::current().record("decision", if d.allow { "allow" } else { "deny" });
         if d.allow {
             tracing::debug!(policy = %d.policy, reason = d.reason, "allowed");
             Ok(())
