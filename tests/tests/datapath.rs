@@ -29,7 +29,11 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 pub fn mesh(behaviour: Behaviour, api_extra_yaml: &str) -> Mesh {
-    let cp = ControlPlane::start(CpOptions::default()).expect("control plane");
+    mesh_with(CpOptions::default(), behaviour, api_extra_yaml)
+}
+
+pub fn mesh_with(cp_opts: CpOptions, behaviour: Behaviour, api_extra_yaml: &str) -> Mesh {
+    let cp = ControlPlane::start(cp_opts).expect("control plane");
     let app = AppServer::start(behaviour);
     let api_inbound = loopback(free_port());
     let upstream = loopback(free_port());
@@ -296,4 +300,36 @@ fn metrics_count_traffic_failures_and_certificates() {
         "ferrule_proxy_connections_opened_total{{direction=\"outbound\",peer=\"{API}\",tls=\"mtls\"}}"
     );
     assert!(sample(&web, &out_peer) >= Some(3.0), "{web}");
+}
+
+#[test]
+fn certificate_rotation_never_drops_a_live_connection() {
+    let m = mesh_with(
+        CpOptions {
+            svid_ttl: "6s".into(),
+            ..Default::default()
+        },
+        Behaviour::Echo,
+        "",
+    );
+    let mut c = TcpStream::connect(m.upstream).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let first = (m.web.serial().unwrap(), m.api.serial().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    let mut i = 0u32;
+    while std::time::Instant::now() < deadline {
+        let msg = format!("ping {i}\n");
+        c.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        c.read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("live connection dropped after {i} pings: {e}"));
+        assert_eq!(back, msg.as_bytes());
+        i += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Both sides renewed (several times) while the connection stayed up.
+    assert_ne!(m.web.serial().unwrap(), first.0);
+    assert_ne!(m.api.serial().unwrap(), first.1);
+    // New connections use the new certificates and still work.
+    assert_eq!(echo_roundtrip(m.upstream, b"after").unwrap(), b"after");
 }
