@@ -68,9 +68,7 @@ pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyho
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("binding the admin endpoint on {}", config.admin_listen))?;
-    let inbound_listener = TcpListener::bind(file.inbound.listen)
-        .await
-        .with_context(|| format!("binding the inbound listener on {}", file.inbound.listen))?;
+    let inbound_listener = bind_inbound(file.inbound.listen).await?;
     let mut outbound_listeners = Vec::new();
     match file.mode {
         Mode::Transparent => {
@@ -217,6 +215,22 @@ pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyho
         );
     }
     Ok(())
+}
+
+/// Binds the inbound listener. `[::]` is dual-stack (IPv4 arrives IPv4-mapped); on a
+/// host without IPv6 it falls back to `0.0.0.0` on the same port.
+async fn bind_inbound(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED => {
+            let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::warn!(error = %e, fallback = %v4, "no IPv6: inbound listener is IPv4 only");
+            TcpListener::bind(v4)
+                .await
+                .with_context(|| format!("binding the inbound listener on {v4}"))
+        }
+        Err(e) => Err(e).with_context(|| format!("binding the inbound listener on {addr}")),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

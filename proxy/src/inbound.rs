@@ -215,7 +215,8 @@ impl Inbound {
         let original = match self.settings.mode {
             Mode::Transparent => crate::intercept::original_dst(&tcp)
                 .ok()
-                .filter(|o| tcp.local_addr().ok().as_ref() != Some(o)),
+                .map(crate::io::canonical)
+                .filter(|o| tcp.local_addr().ok().map(crate::io::canonical) != Some(*o)),
             Mode::Explicit => None,
         };
         let (proto, io) = detect::detect(tcp, limits.detect_timeout).await?;
@@ -263,7 +264,7 @@ impl Inbound {
                     return Err(InboundError::PlaintextOnStrictPort(port));
                 }
                 tracing::Span::current().record("peer", "unauthenticated");
-                let peer = Peer::Unauthenticated(remote.ip());
+                let peer = Peer::Unauthenticated(remote.ip().to_canonical());
                 self.forward(io, peer, port, addr, protocol, "plaintext")
                     .await
             }

@@ -6,3 +6,9 @@ pub mod prefixed;
 
 pub use copy::{CopyStats, copy_bidirectional};
 pub use prefixed::PrefixedIo;
+
+/// `addr` with an IPv4-mapped IPv6 address (`[::ffff:a.b.c.d]`, as seen on dual-stack
+/// sockets) turned into plain IPv4, so addresses compare and match CIDRs consistently.
+pub fn canonical(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}

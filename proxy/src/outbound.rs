@@ -137,7 +137,7 @@ impl Outbound {
 
     /// Accepts application connections on `listener` for `dest` until the drain starts.
     pub async fn run(self: Arc<Self>, listener: TcpListener, dest: Destination, drain: Drain) {
-        let local = listener.local_addr().ok();
+        let local = listener.local_addr().ok().map(crate::io::canonical);
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -187,6 +187,7 @@ impl Outbound {
             Destination::Original => {
                 let orig =
                     crate::intercept::original_dst(&app).map_err(OutboundError::OriginalDst)?;
+                let orig = crate::io::canonical(orig);
                 if Some(orig) == listener_addr {
                     return Err(OutboundError::Loop(orig));
                 }

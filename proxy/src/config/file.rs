@@ -5,7 +5,7 @@
 //! mode: explicit            # explicit | transparent
 //! service: backend          # service name this workload registers in discovery
 //! inbound:
-//!   listen: 0.0.0.0:15006
+//!   listen: "[::]:15006"     # dual-stack (falls back to 0.0.0.0 without IPv6)
 //!   default_mode: strict    # strict | permissive (transparent mode, undeclared ports)
 //!   ports:
 //!     - port: 8080          # the port clients address
@@ -107,7 +107,7 @@ pub struct InboundFile {
 impl Default for InboundFile {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 15006)),
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 15006)),
             default_mode: PortMode::Strict,
             ports: Vec::new(),
             close_on_policy_change: true,
