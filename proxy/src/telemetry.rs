@@ -6,7 +6,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Changes the log filter at run time (the admin endpoint's `PUT /log-level`).
 #[derive(Clone)]
-pub struct LogLevel(std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>);
+pub struct LogLevel(std::sync::Arc<SetFilter>);
+
+/// Applies a filter directive, or says why it cannot.
+type SetFilter = dyn Fn(&str) -> Result<(), String> + Send + Sync;
 
 impl LogLevel {
     /// Applies a new filter directive such as `debug` or `info,ferrule_proxy=trace`.
