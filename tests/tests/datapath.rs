@@ -333,3 +333,27 @@ fn certificate_rotation_never_drops_a_live_connection() {
     // New connections use the new certificates and still work.
     assert_eq!(echo_roundtrip(m.upstream, b"after").unwrap(), b"after");
 }
+
+#[test]
+fn connection_cap_refuses_extra_connections_with_a_clear_log_line() {
+    let m = mesh(Behaviour::Echo, "limits:\n  max_connections: 2\n");
+    let open = |tag: &str| {
+        let mut c = TcpStream::connect(m.upstream).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(tag.as_bytes()).unwrap();
+        let mut b = vec![0u8; tag.len()];
+        c.read_exact(&mut b).map(|_| c)
+    };
+    let a = open("one").expect("first connection");
+    let _b = open("two").expect("second connection");
+    // The third exceeds api's cap of 2: closed without reaching the app.
+    assert!(open("three").is_err(), "third connection should be refused");
+    let logged = wait_for(Duration::from_secs(5), || {
+        m.api.log().contains("connection cap reached").then_some(())
+    });
+    assert!(logged.is_some(), "{}", m.api.log());
+    // Capacity comes back when a connection ends.
+    drop(a);
+    let again = wait_for(Duration::from_secs(5), || open("four").ok());
+    assert!(again.is_some(), "capacity not released");
+}
