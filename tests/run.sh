@@ -13,6 +13,7 @@ have iptables || need_pkgs+=(iptables)
 have tcpdump || need_pkgs+=(tcpdump)      # transparent.rs: what is on the wire
 have gnutls-cli || need_pkgs+=(gnutls-bin) # tls_negative.rs: a second TLS implementation
 have promtool || need_pkgs+=(prometheus)
+have curl || need_pkgs+=(curl)             # policy.rs: an HTTP/2 client
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "tests/run.sh: installing ${need_pkgs[*]}"

@@ -433,3 +433,114 @@ fn invalid_documents_are_refused_naming_document_field_and_reason() {
     assert_eq!(cp.ctl(&["get", "nope"]).status.code(), Some(1));
     assert_eq!(cp.ctl(&["delete", "nope"]).status.code(), Some(1));
 }
+
+/// `curl --http2-prior-knowledge`: (status, deny reason, body).
+fn h2(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-X",
+            method,
+            "-D",
+            "-",
+            "--path-as-is",
+        ])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let reason = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-ferrule-deny-reason: "))
+        .unwrap_or("")
+        .to_string();
+    (code, reason, body.to_string())
+}
+
+#[test]
+fn http2_requests_are_authorized_per_request_too() {
+    let m = mesh();
+    let (code, _, body) = h2(m.http_up, "GET", "/public/x");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("HTTP/2.0"),
+        "the application saw HTTP/2: {body}"
+    );
+    // Apply from stdin, like `kubectl apply -f -`.
+    let mut child = Command::new(bin_path("ferrulectl"))
+        .args([
+            "--socket",
+            m.cp.admin_socket().to_str().unwrap(),
+            "apply",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            doc_ports(
+                "no-admin",
+                "DENY",
+                "[8080]",
+                "    - to: {paths: [/admin]}\n",
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let denied = wait_for(Duration::from_secs(10), || {
+        let (code, reason, _) = h2(m.http_up, "GET", "//admin/");
+        (code == 403).then_some(reason)
+    });
+    assert_eq!(denied.as_deref(), Some("denied_by_rule"));
+    assert_eq!(h2(m.http_up, "GET", "/public/x").0, 200);
+    let (code, reason, _) = h2(m.http_up, "GET", "/admin%2f");
+    assert_eq!((code, reason.as_str()), (403, "invalid_path"));
+    drop(m.web);
+}
+
+#[test]
+fn apply_reads_a_directory_of_documents() {
+    let cp = ControlPlane::start(CpOptions::default()).unwrap();
+    let dir = cp.dir.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.yaml"),
+        doc("alpha", "DENY", "    - from: [{authenticated: true}]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.yml"),
+        doc("beta", "ALLOW", "    - from: [{authenticated: true}]\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+    let out = cp
+        .ctl_ok(&["apply", "-f", dir.to_str().unwrap(), "-o", "json"])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["created"], serde_json::json!(["alpha", "beta"]), "{v}");
+    let yaml = cp.ctl_ok(&["get", "alpha", "-o", "yaml"]).unwrap();
+    assert!(
+        yaml.contains("action: DENY") && yaml.contains("name: alpha"),
+        "{yaml}"
+    );
+    let list = cp.ctl_ok(&["list"]).unwrap();
+    assert!(
+        list.contains("alpha") && list.contains("beta") && list.contains("policy version 1"),
+        "{list}"
+    );
+}

@@ -27,16 +27,19 @@ pub async fn serve(listen: SocketAddr, name: String) -> anyhow::Result<()> {
             let svc = hyper::service::service_fn(
                 move |req: http::Request<hyper::body::Incoming>| {
                     let body = format!(
-                        "hello from {name} (request {n}, {} {})\n",
+                        "hello from {name} (request {n}, {:?} {} {})\n",
+                        req.version(),
                         req.method(),
                         req.uri().path()
                     );
                     async move { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body)))) }
                 },
             );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+            // HTTP/1.1 and HTTP/2 (prior knowledge), like a typical service.
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
         });
     }
 }
