@@ -226,6 +226,20 @@ fn metrics_count_traffic_failures_and_certificates() {
     c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     let _ = c.read_to_end(&mut Vec::new());
 
+    // A TLS client without a certificate: a handshake failure, counted by reason.
+    let _ = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &m.api_inbound.to_string(),
+            "-alpn",
+            "ferrule/1",
+            "-tls1_3",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+
     let (code, api) = m.api.admin_get("/metrics").unwrap();
     assert_eq!(code, 200);
     let peer = format!("direction=\"inbound\",peer=\"{WEB}\",tls=\"mtls\"");
@@ -267,6 +281,16 @@ fn metrics_count_traffic_failures_and_certificates() {
             "ferrule_proxy_authz_decisions_total{decision=\"allow\",policy=\"mesh-default\""
         ) >= Some(3.0),
         "{opened}"
+    );
+    let handshake = wait_for(Duration::from_secs(5), || {
+        let (_, t) = m.api.admin_get("/metrics").ok()?;
+        sample(&t, "ferrule_proxy_connection_failures_total{direction=\"inbound\",reason=\"no_certificate\"}")
+            .filter(|v| *v >= 1.0)
+    });
+    assert!(
+        handshake.is_some(),
+        "handshake failure not counted by reason:\n{}",
+        m.api.admin_get("/metrics").unwrap().1
     );
     let expiry = sample(
         &opened,

@@ -220,6 +220,25 @@ fn l7_rules_deny_takes_effect_fast_closes_long_lived_connections_and_recovers() 
         (403, Some("no_allow_rule_matched"))
     );
 
+    // Metrics: the denial by policy and rule, and HTTP requests by status class.
+    let (_, metrics) = m.api.admin_get("/metrics").unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("ferrule_proxy_authz_decisions_total{decision=\"deny\",policy=\"api-no-admin-post\",rule=\"0\",reason=\"denied_by_rule\"}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferrule_proxy_http_requests_total{port=\"8080\",status=\"4xx\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferrule_proxy_http_requests_total{port=\"8080\",status=\"2xx\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferrule_proxy_http_request_duration_seconds_bucket{"),
+        "{metrics}"
+    );
+
     // Explain agrees with the proxy.
     let out =
         m.cp.ctl_ok(&[
