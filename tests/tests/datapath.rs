@@ -2,80 +2,26 @@
 //! app client → outbound proxy (upstream port) → mTLS → inbound proxy → app server.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use ferrule_tests::apps::{AppServer, Behaviour, echo_roundtrip, pattern, sha256_hex, sink_send};
-use ferrule_tests::process::{free_port, wait_for};
-use ferrule_tests::{ControlPlane, CpOptions, Proxy, ProxyOptions};
+use ferrule_tests::apps::{Behaviour, echo_roundtrip, pattern, sha256_hex, sink_send};
+use ferrule_tests::process::wait_for;
+use ferrule_tests::{CpOptions, Proxy, ProxyOptions};
 
-const WEB: &str = "spiffe://demo.local/ns/default/sa/web";
-const API: &str = "spiffe://demo.local/ns/default/sa/api";
+use ferrule_tests::explicit::{API, MeshOptions, WEB, mesh};
 
-/// A two-workload mesh: `web` (client side) and `api` (server side).
-pub struct Mesh {
-    pub cp: ControlPlane,
-    pub web: Proxy,
-    pub api: Proxy,
-    pub app: AppServer,
-    /// The upstream port on web's proxy that leads to api:8080.
-    pub upstream: SocketAddr,
-    /// api proxy's inbound (mesh) listener.
-    pub api_inbound: SocketAddr,
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-pub fn mesh(behaviour: Behaviour, api_extra_yaml: &str) -> Mesh {
-    mesh_with(CpOptions::default(), behaviour, api_extra_yaml)
-}
-
-pub fn mesh_with(cp_opts: CpOptions, behaviour: Behaviour, api_extra_yaml: &str) -> Mesh {
-    let cp = ControlPlane::start(cp_opts).expect("control plane");
-    let app = AppServer::start(behaviour);
-    let api_inbound = loopback(free_port());
-    let upstream = loopback(free_port());
-    let api = Proxy::start(
-        &cp,
-        ProxyOptions {
-            token: Some(cp.create_token(API, 1, "5m").unwrap()),
-            config_yaml: Some(format!(
-                "service: api\ninbound:\n  listen: {api_inbound}\n  ports:\n    - port: 8080\n      app: {}\n{api_extra_yaml}",
-                app.addr
-            )),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let web = Proxy::start(
-        &cp,
-        ProxyOptions {
-            token: Some(cp.create_token(WEB, 1, "5m").unwrap()),
-            config_yaml: Some(format!(
-                "service: web\ninbound:\n  listen: 127.0.0.1:{}\noutbound:\n  upstreams:\n    - listen: {upstream}\n      service: api\n      port: 8080\n",
-                free_port()
-            )),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    api.wait_ready(Duration::from_secs(20)).unwrap();
-    web.wait_ready(Duration::from_secs(20)).unwrap();
-    // web must have learnt about api.
-    wait_for(Duration::from_secs(10), || {
-        (web.identity().ok()?["workloads_known"].as_u64()? >= 2).then_some(())
-    })
-    .unwrap_or_else(|| panic!("discovery did not converge: {}", web.log()));
-    Mesh {
+fn mesh_with(
+    cp: CpOptions,
+    behaviour: Behaviour,
+    api_extra_yaml: &str,
+) -> ferrule_tests::explicit::Mesh {
+    ferrule_tests::explicit::mesh_with(MeshOptions {
         cp,
-        web,
-        api,
-        app,
-        upstream,
-        api_inbound,
-    }
+        behaviour,
+        api_extra_yaml: api_extra_yaml.into(),
+        ..Default::default()
+    })
 }
 
 #[test]
