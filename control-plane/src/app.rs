@@ -110,7 +110,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let incoming = tls_listener::incoming(listener, TlsAcceptor::from(server_tls));
+    // Keepalives detect dead proxies (their sessions end, freeing their address), and
+    // per-connection limits bound what one client can open.
     let identity_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .concurrency_limit_per_connection(64)
+        .max_concurrent_streams(Some(64))
         .add_service(IdentityServer::new(identity_api))
         .add_service(MeshServer::new(mesh_api))
         .serve_with_incoming_shutdown(incoming, shutdown_signal());

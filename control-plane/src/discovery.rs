@@ -129,7 +129,12 @@ impl Registry {
     pub fn restore(&self, version: u64, regs: Vec<(Registration, SystemTime)>) {
         let mut st = self.lock();
         st.version = version;
-        for (reg, since) in regs {
+        // The retention counts from now, not from the stored time: a session that was
+        // live when the control plane stopped has a stale `since` (its start), and its
+        // proxy needs time to reconnect before the entry may expire.
+        let now = SystemTime::now();
+        for (reg, _stored) in regs {
+            let since = now;
             st.entries.insert(
                 (reg.address, reg.inbound_port),
                 Entry {

@@ -21,6 +21,9 @@ use crate::metrics::Metrics;
 use crate::policy::PolicyService;
 use crate::server::tls_listener::PeerInfo;
 
+/// Most application ports one registration may declare.
+const MAX_APP_PORTS: usize = 64;
+
 /// Time a new session has to send its `Register`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -143,10 +146,31 @@ impl Mesh for MeshApi {
             u16::try_from(p)
                 .map_err(|_| Status::invalid_argument(format!("{field}: {p} is not a port")))
         };
+        // A service name is bound to the identity: the last segment of the SPIFFE ID path
+        // (the service account). Otherwise any mesh member could register as `api` and
+        // receive api's clients, and pass their check of "the identity of api".
+        let bound = spiffe_id
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if r.service != bound {
+            return Err(Status::permission_denied(format!(
+                "{spiffe_id} may only register service {bound:?}, not {:?}",
+                r.service
+            )));
+        }
+        if r.app_ports.len() > MAX_APP_PORTS {
+            return Err(Status::invalid_argument(format!(
+                "app_ports: {} ports; at most {MAX_APP_PORTS}",
+                r.app_ports.len()
+            )));
+        }
         let reg = Registration {
             spiffe_id: spiffe_id.clone(),
             service: r.service,
-            address: peer.remote.ip(),
+            address: peer.remote.ip().to_canonical(),
             inbound_port: port(r.inbound_port, "inbound_port")?,
             app_ports: r
                 .app_ports

@@ -111,13 +111,20 @@ impl PolicyService {
     }
 
     fn reload(&self) -> Result<(), PolicyError> {
-        let state = load(&self.store, self.default)?;
-        tracing::info!(
-            version = state.set.version(),
-            policies = state.meta.len(),
-            "policy set updated"
-        );
-        self.tx.send_replace(Arc::new(state));
+        let state = Arc::new(load(&self.store, self.default)?);
+        let version = state.set.version();
+        // Concurrent applies may reload out of order: never replace a newer state.
+        let published = self.tx.send_if_modified(|cur| {
+            if version > cur.set.version() {
+                *cur = state.clone();
+                true
+            } else {
+                false
+            }
+        });
+        if published {
+            tracing::info!(version, policies = state.meta.len(), "policy set updated");
+        }
         Ok(())
     }
 

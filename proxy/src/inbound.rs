@@ -310,10 +310,14 @@ impl Inbound {
             }
             return Ok(crate::io::CopyStats::default());
         }
+        // Subscribe before deciding, so a policy installed while we connect to the app
+        // is re-checked rather than missed.
+        let mut policy = self.authz.subscribe();
+        policy.borrow_and_update();
         self.authorize(&peer, port)?;
         let app = self.connect_app(app).await?;
         let m = self.metrics.open(labels);
-        let stats = self.finish(io, app, &peer, port).await?;
+        let stats = self.finish(io, app, &peer, port, policy).await?;
         m.bytes(stats.a_to_b, stats.b_to_a);
         Ok(stats)
     }
@@ -383,14 +387,14 @@ impl Inbound {
         b: B,
         peer: &Peer,
         port: u16,
+        mut policy: tokio::sync::watch::Receiver<u64>,
     ) -> Result<crate::io::CopyStats, InboundError>
     where
         A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
         B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let idle = Some(self.settings.limits.idle_timeout).filter(|d| !d.is_zero());
-        let mut policy = self.authz.subscribe();
-        policy.borrow_and_update();
+        let mut watching = self.settings.close_on_policy_change;
         let copy = copy_bidirectional(a, b, idle);
         tokio::pin!(copy);
         loop {
@@ -404,8 +408,10 @@ impl Inbound {
                         }
                     };
                 }
-                changed = policy.changed(), if self.settings.close_on_policy_change => {
+                changed = policy.changed(), if watching => {
                     if changed.is_err() {
+                        // No more policy updates can come: stop watching (no busy loop).
+                        watching = false;
                         continue;
                     }
                     let d = self.authz.decide(peer, port, None);

@@ -563,3 +563,47 @@ fn apply_reads_a_directory_of_documents() {
         "{list}"
     );
 }
+
+#[test]
+fn the_application_receives_exactly_the_authorized_normalised_path() {
+    let m = mesh();
+    // Dot segments and duplicate slashes are resolved before policy, and the application
+    // sees that same path (with the query kept), never the raw one.
+    let (code, _, body) = request(m.http_up, "GET", "/public/./a//b/../c?x=1");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("GET /public/a/c)"),
+        "the app saw another path: {body}"
+    );
+    drop(m.web);
+}
+
+#[test]
+fn a_workload_cannot_register_under_another_services_name() {
+    let cp = ControlPlane::start(CpOptions::default()).unwrap();
+    // web's identity claiming to be service "api".
+    let p = Proxy::start(
+        &cp,
+        ProxyOptions {
+            token: Some(cp.create_token(WEB, 1, "5m").unwrap()),
+            config_yaml: Some(format!(
+                "service: api\ninbound:\n  listen: {}\n",
+                lo(free_port())
+            )),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let refused = wait_for(Duration::from_secs(15), || {
+        p.log().contains("may only register service").then_some(())
+    });
+    assert!(refused.is_some(), "{}", p.log());
+    assert_eq!(
+        p.admin_get("/ready").unwrap().0,
+        503,
+        "must not become ready"
+    );
+    let w: serde_json::Value =
+        serde_json::from_str(&cp.ctl_ok(&["workloads", "-o", "json"]).unwrap()).unwrap();
+    assert!(w.as_array().unwrap().is_empty(), "nothing registered: {w}");
+}

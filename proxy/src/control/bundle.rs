@@ -48,6 +48,11 @@ async fn watch_once(
             .into_iter()
             .map(CertificateDer::from)
             .collect();
+        if msg.version < current {
+            // Never go back to an older bundle (it may still trust a retired root).
+            tracing::warn!(version = msg.version, current, "older trust bundle ignored");
+            continue;
+        }
         match TrustBundle::new(td.clone(), roots, msg.version) {
             Ok(bundle) => {
                 if msg.version != current {

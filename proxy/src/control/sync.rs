@@ -125,7 +125,13 @@ async fn session(
         match msg.msg {
             Some(pb::control_message::Msg::Discovery(d)) => {
                 let version = d.version;
-                let snapshot = snapshot_from_pb(d);
+                let snapshot = match snapshot_from_pb(d) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(version, error = %e, "invalid discovery snapshot ignored; keeping the last good one");
+                        continue;
+                    }
+                };
                 tracing::debug!(
                     version,
                     workloads = snapshot.len(),
@@ -204,18 +210,16 @@ pub fn policy_from_pb(p: pb::Policy) -> Result<ferrule_policy::PolicySet, String
     Ok(ferrule_policy::PolicySet::compile(policies, default).with_version(p.version))
 }
 
-/// Converts the wire snapshot, skipping (and logging) malformed entries.
-pub fn snapshot_from_pb(d: pb::Discovery) -> Snapshot {
-    let mut workloads = Vec::with_capacity(d.workloads.len());
-    for w in d.workloads {
-        match workload_from_pb(&w) {
-            Ok(w) => workloads.push(w),
-            Err(e) => {
-                tracing::warn!(spiffe_id = %w.spiffe_id, error = %e, "malformed workload in discovery ignored")
-            }
-        }
-    }
-    Snapshot::new(d.version, workloads)
+/// Converts the wire snapshot. Any malformed entry rejects the whole snapshot: skipping
+/// it would make a meshed workload look unmeshed (and, with passthrough, reachable in
+/// plaintext).
+pub fn snapshot_from_pb(d: pb::Discovery) -> Result<Snapshot, String> {
+    let workloads = d
+        .workloads
+        .iter()
+        .map(|w| workload_from_pb(w).map_err(|e| format!("workload {:?}: {e}", w.spiffe_id)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Snapshot::new(d.version, workloads))
 }
 
 fn workload_from_pb(w: &pb::Workload) -> Result<Workload, String> {
@@ -225,6 +229,7 @@ fn workload_from_pb(w: &pb::Workload) -> Result<Workload, String> {
         .iter()
         .map(|a| {
             a.parse::<IpAddr>()
+                .map(|ip| ip.to_canonical())
                 .map_err(|e| format!("address {a:?}: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -10,7 +10,6 @@
 //! * New credentials are published atomically: new handshakes use them, established
 //!   connections are untouched.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ferrule_proto::identity::v1 as pb;
@@ -46,7 +45,13 @@ pub enum IdentityError {
     /// The control plane answered with something unusable.
     #[error("invalid response from the control plane: {0}")]
     InvalidResponse(String),
+    /// The attempt did not finish in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
+
+/// Deadline of one issuance attempt (connect, TLS, Certify).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl IdentityError {
     /// Stable label for metrics and logs.
@@ -58,6 +63,7 @@ impl IdentityError {
             Self::Refused { code, .. } if *code == tonic::Code::Unavailable => "unreachable",
             Self::Refused { .. } => "refused",
             Self::InvalidResponse(_) => "invalid_response",
+            Self::Timeout(_) => "timeout",
         }
     }
 }
@@ -123,7 +129,13 @@ impl IdentityManager {
     pub async fn run(self) {
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
-            match self.obtain().await {
+            // A control plane that accepts the call but never answers must not keep an
+            // expiring certificate in place: every attempt has a deadline.
+            let attempt = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.obtain()).await {
+                Ok(r) => r,
+                Err(_) => Err(IdentityError::Timeout(ATTEMPT_TIMEOUT)),
+            };
+            match attempt {
                 Ok(creds) => {
                     backoff.reset();
                     let next = renewal_delay(&creds, self.renew_fraction, SystemTime::now());
@@ -318,6 +330,3 @@ pub fn renewal_delay(creds: &Credentials, fraction: f64, now: SystemTime) -> Dur
         .mul_f64((fraction * jitter).clamp(0.05, 0.95))
         .max(Duration::from_secs(1))
 }
-
-/// Shared, cheaply clonable view of the identity status.
-pub type SharedStatus = Arc<watch::Receiver<IdentityStatus>>;

@@ -171,11 +171,20 @@ async fn route(ctx: &HttpContext, req: Request<Incoming>) -> Response<Body> {
         .unwrap_or_else(|| "/".into());
     let decision = (ctx.authorize)(parts.method.as_str(), &target);
     ctx.metrics.decision(&decision);
+    // The application must see exactly the path that was authorized: forward the
+    // normalised path (plus the original query), never the raw one, or a parser that
+    // resolves dot segments differently could reach a path the policy never saw.
+    let (raw_path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target.as_str(), None),
+    };
+    let normalised = ferrule_policy::normalize_path(raw_path);
     if !decision.allow {
         tracing::info!(
             peer = %ctx.peer,
             method = %parts.method,
-            path = %target,
+            // Never the query: it may carry secrets.
+            path = %normalised.as_deref().unwrap_or("<invalid>"),
             policy = %decision.policy,
             rule = ?decision.rule,
             reason = decision.reason,
@@ -191,11 +200,20 @@ async fn route(ctx: &HttpContext, req: Request<Incoming>) -> Response<Body> {
         );
         return r;
     }
+    // An allowed request always has a valid path (invalid ones are denied), but never
+    // forward anything else.
+    let Ok(path) = normalised else {
+        return text(StatusCode::BAD_REQUEST, "invalid request path\n".into());
+    };
+    let forward_target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
     // Rebuild the request for the application.
     let version = parts.version;
     let mut up = Request::builder()
         .method(parts.method.clone())
-        .uri(format!("http://{}{}", ctx.app, target));
+        .uri(format!("http://{}{}", ctx.app, forward_target));
     for (name, value) in &parts.headers {
         if !HOP_BY_HOP.contains(&name.as_str()) {
             up = up.header(name, value);
