@@ -42,8 +42,10 @@ pub struct AdminState {
     pub sync: watch::Receiver<SyncStatus>,
     /// Discovery data.
     pub discovery: Discovery,
-    /// Connection tracking (draining makes the proxy unready).
+    /// Inbound connection tracking (draining makes the proxy unready).
     pub drain: Drain,
+    /// Outbound connection tracking.
+    pub outbound_drain: Drain,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// The policy in force.
@@ -205,7 +207,9 @@ fn handle(
                 "control_plane_connected": state.sync.borrow().connected,
                 "discovery_version": state.sync.borrow().discovery_version,
                 "workloads_known": state.discovery.snapshot().len(),
-                "active_connections": state.drain.active(),
+                "active_connections": state.drain.active() + state.outbound_drain.active(),
+                "active_inbound": state.drain.active(),
+                "active_outbound": state.outbound_drain.active(),
                 "policy_version": state.authz.version(),
             }))
         }

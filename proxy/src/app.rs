@@ -55,7 +55,10 @@ pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyho
         metrics.clone(),
     );
     let identity_status = manager.status();
+    // One cap per direction under one shutdown signal: a flood of inbound connections
+    // cannot starve the workload's own outbound connections.
     let drain = Drain::new(file.limits.max_connections);
+    let outbound_drain = drain.sibling(file.limits.max_connections);
     let authz = Authorizer::new(identity.clone());
     let discovery = Discovery::new();
     let sync_status = watch::Sender::new(SyncStatus::default());
@@ -173,7 +176,7 @@ pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyho
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(inbound.run(inbound_listener, drain.clone()));
     for (l, dest) in outbound_listeners {
-        tasks.spawn(outbound.clone().run(l, dest, drain.clone()));
+        tasks.spawn(outbound.clone().run(l, dest, outbound_drain.clone()));
     }
     tokio::spawn(admin::serve(
         admin_listener,
@@ -183,6 +186,7 @@ pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyho
             sync: sync_status.subscribe(),
             discovery: discovery.clone(),
             drain: drain.clone(),
+            outbound_drain: outbound_drain.clone(),
             metrics: metrics.clone(),
             authz: authz.clone(),
             log_level,
@@ -201,16 +205,20 @@ pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyho
     drain.start();
     let grace = file.limits.shutdown_grace;
     tracing::info!(
-        active = drain.active(),
+        active = drain.active() + outbound_drain.active(),
         grace_s = grace.as_secs(),
         "draining connections"
     );
     while tasks.join_next().await.is_some() {}
-    if drain.wait_idle(grace).await {
+    let deadline = tokio::time::Instant::now() + grace;
+    let inbound_done = drain.wait_idle(grace).await;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let outbound_done = outbound_drain.wait_idle(left).await;
+    if inbound_done && outbound_done {
         tracing::info!("all connections finished; proxy stopped");
     } else {
         tracing::warn!(
-            active = drain.active(),
+            active = drain.active() + outbound_drain.active(),
             "grace period over; closing remaining connections"
         );
     }

@@ -43,6 +43,16 @@ impl Drain {
         self.token.is_cancelled()
     }
 
+    /// Another connection cap under the same shutdown signal (e.g. one per direction,
+    /// so inbound connections cannot starve the workload's outbound ones).
+    pub fn sibling(&self, max: usize) -> Self {
+        Self {
+            token: self.token.clone(),
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
     /// Registers a new connection, or `None` when the cap is reached.
     pub fn try_track(&self) -> Option<ConnGuard> {
         self.permits.clone().try_acquire_owned().ok().map(ConnGuard)

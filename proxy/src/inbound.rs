@@ -404,7 +404,7 @@ impl Inbound {
                         Ok(stats) => Ok(stats),
                         Err(e) => {
                             tracing::debug!(error = %e, "inbound copy ended with an error");
-                            Ok(crate::io::CopyStats::default())
+                            Ok(e.stats())
                         }
                     };
                 }

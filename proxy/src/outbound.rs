@@ -319,7 +319,7 @@ where
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, "outbound copy ended with an error");
-            CopyStats::default()
+            e.stats()
         }
     }
 }

@@ -43,6 +43,15 @@ pub enum CopyError {
     Idle(Duration, CopyStats),
 }
 
+impl CopyError {
+    /// Bytes moved before the copy ended.
+    pub fn stats(&self) -> CopyStats {
+        match self {
+            Self::Io { stats, .. } | Self::Idle(_, stats) => *stats,
+        }
+    }
+}
+
 /// Copies `a` → `b` and `b` → `a` until both directions reach EOF (see module docs).
 pub async fn copy_bidirectional<A, B>(
     a: A,
