@@ -290,18 +290,21 @@ impl Registry {
     }
 }
 
-/// Service names: 1-63 characters of `a-z 0-9 - .`, starting with a letter or digit.
+/// Service names are the last segment of a workload's SPIFFE ID path, so they allow
+/// what a SPIFFE path segment allows: 1-255 characters of `A-Z a-z 0-9 . - _`, not `.`
+/// or `..` alone.
 pub fn validate_service(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
-        && s.len() <= 63
+        && s.len() <= 255
+        && s != "."
+        && s != ".."
         && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && s.as_bytes()[0].is_ascii_alphanumeric();
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "service {s:?}: use 1-63 characters a-z, 0-9, '-', '.', starting with a letter or digit"
+            "service {s:?}: use 1-255 characters A-Z, a-z, 0-9, '.', '-', '_' (a SPIFFE path segment)"
         ))
     }
 }
@@ -397,10 +400,12 @@ mod tests {
         let mut bad = reg("spiffe://td/a", "10.0.0.1", 0);
         assert!(r.register(bad.clone(), None).is_err());
         bad.inbound_port = 1;
-        bad.service = "Bad Name".into();
+        bad.service = "bad name".into();
         assert!(r.register(bad, None).is_err());
         assert!(validate_service("backend").is_ok());
-        assert!(validate_service("-x").is_err());
-        assert!(validate_service(&"a".repeat(64)).is_err());
+        assert!(validate_service("my_Svc-2.v1").is_ok());
+        assert!(validate_service("..").is_err());
+        assert!(validate_service("a/b").is_err());
+        assert!(validate_service(&"a".repeat(256)).is_err());
     }
 }

@@ -182,14 +182,15 @@ async fn session(
 }
 
 /// Service name when none is configured: the last segment of the SPIFFE ID path
-/// (`.../sa/web` → `web`).
+/// (`.../sa/web` → `web`), which is also the only name the control plane accepts for
+/// this identity.
 pub fn default_service(id: &SpiffeId) -> String {
     id.path()
         .rsplit('/')
         .next()
         .filter(|s| !s.is_empty())
         .unwrap_or("unnamed")
-        .to_ascii_lowercase()
+        .to_string()
 }
 
 /// Converts the wire policy into a compiled set; any invalid document rejects it all.
