@@ -1,1 +1,8 @@
-//! Benchmark helpers.
+//! Benchmarks for Ferrule: see `benches/README.md`.
+//!
+//! * `benches/run.sh`: the one-command comparison (direct vs Envoy vs Ferrule pairs,
+//!   control-plane issuance rate, idle-connection memory, micro-benchmarks).
+//! * `src/bin/certify.rs` (`ferrule-bench-certify`): certificates issued per second.
+//! * `src/bin/hold.rs` (`ferrule-bench-hold`): memory per idle established connection.
+//! * `benches/copy.rs`, `benches/verify.rs`: criterion micro-benchmarks of the copy loop
+//!   and SPIFFE verification.
