@@ -65,9 +65,11 @@ where
     let (mut ar, mut aw) = tokio::io::split(a);
     let (mut br, mut bw) = tokio::io::split(b);
     let activity = tokio::sync::watch::Sender::new(());
+    // Without an idle timeout nobody listens: skip the per-chunk signal (a hot path).
+    let signal = idle_timeout.map(|_| &activity);
     let mut stats = CopyStats::default();
-    let forward = pump(&mut ar, &mut bw, &activity);
-    let backward = pump(&mut br, &mut aw, &activity);
+    let forward = pump(&mut ar, &mut bw, signal);
+    let backward = pump(&mut br, &mut aw, signal);
     tokio::pin!(forward);
     tokio::pin!(backward);
     let mut fwd_done: Option<u64> = None;
@@ -117,7 +119,7 @@ where
 async fn pump<R, W>(
     r: &mut R,
     w: &mut W,
-    activity: &tokio::sync::watch::Sender<()>,
+    activity: Option<&tokio::sync::watch::Sender<()>>,
 ) -> Result<u64, (u64, std::io::Error)>
 where
     R: AsyncRead + Unpin,
@@ -135,7 +137,9 @@ where
             return Err((total, e));
         }
         total += n as u64;
-        activity.send_replace(());
+        if let Some(a) = activity {
+            a.send_replace(());
+        }
         // Flush per chunk: TLS writers buffer a record until flushed.
         if let Err(e) = w.flush().await {
             return Err((total, e));
@@ -181,6 +185,28 @@ mod tests {
         let stats = task.await.unwrap().unwrap();
         assert_eq!(stats.a_to_b, payload.len() as u64);
         assert_eq!(stats.b_to_a, 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn traffic_keeps_an_idle_timeout_from_firing() {
+        let (mut client, proxy_a) = tokio::io::duplex(64);
+        let (proxy_b, mut server) = tokio::io::duplex(64);
+        let copy = tokio::spawn(copy_bidirectional(
+            proxy_a,
+            proxy_b,
+            Some(Duration::from_secs(5)),
+        ));
+        // A byte every 3 s for 12 s: never idle for 5 s.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            client.write_all(b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            server.read_exact(&mut b).await.unwrap();
+        }
+        assert!(!copy.is_finished(), "closed while traffic was flowing");
+        // Then silence: the timeout fires.
+        let r = copy.await.unwrap();
+        assert!(matches!(r, Err(CopyError::Idle(..))), "{r:?}");
     }
 
     #[tokio::test(start_paused = true)]
