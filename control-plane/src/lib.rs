@@ -23,6 +23,7 @@ pub mod ctl;
 pub mod discovery;
 pub mod health;
 pub mod identity_api;
+pub mod kubernetes;
 pub mod mesh_api;
 pub mod metrics;
 pub mod policy;
