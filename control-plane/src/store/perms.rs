@@ -4,14 +4,25 @@
 //! every secret file the control plane reads (database, KEK file, external issuer key) must
 //! not be readable or writable by group or others. We check instead of silently `chmod`ing:
 //! a too-open file may already have leaked, and an operator should know.
+//!
+//! One exception, PostgreSQL's rule for its TLS key: a secret *file* owned by root may also
+//! be readable by its group (`0440`, `0640`) when we are not root. Root chose to hand that
+//! group read access, and it is how a non-root process is given a secret it must not own:
+//! a Kubernetes Secret volume in a pod with an `fsGroup` is `root:<fsGroup>`, mode
+//! `defaultMode | 0440` (the kubelet adds group read, kubernetes/kubernetes#57923), and a
+//! Debian key in the `ssl-cert` group is `0640 root:ssl-cert`. Group *write* and any access
+//! for others are still refused, and so is every group bit when we run as root ourselves
+//! (then the group is somebody else).
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Permission bits that must be clear: read or write for group or others.
 const FORBIDDEN: u32 = 0o066;
+/// The group-read bit, allowed on a root-owned file read by a non-root process.
+const GROUP_READ: u32 = 0o040;
 
 /// A secret file or directory is exposed, or could not be inspected.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +60,9 @@ pub enum PermissionError {
 }
 
 /// Checks that `path` is a regular file (symlinks followed, as with Kubernetes secret
-/// volumes) that group and others can neither read nor write (`0600`, `0400` or stricter).
+/// volumes) that group and others can neither read nor write (`0600`, `0400` or stricter),
+/// except that a root-owned file may be group-readable when we are not root (see the
+/// module documentation).
 pub fn check_private_file(path: &Path) -> Result<(), PermissionError> {
     check(path, false)
 }
@@ -76,7 +89,8 @@ fn check(path: &Path, dir: bool) -> Result<(), PermissionError> {
         });
     }
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & FORBIDDEN != 0 {
+    let euid = nix::unistd::geteuid().as_raw();
+    if mode & forbidden_bits(dir, meta.uid(), euid) != 0 {
         return Err(PermissionError::TooOpen {
             path: path.to_path_buf(),
             mode,
@@ -84,6 +98,16 @@ fn check(path: &Path, dir: bool) -> Result<(), PermissionError> {
         });
     }
     Ok(())
+}
+
+/// The permission bits that must be clear on a secret file or directory owned by
+/// `owner`, checked by a process whose effective uid is `euid`.
+fn forbidden_bits(dir: bool, owner: u32, euid: u32) -> u32 {
+    if !dir && owner == 0 && euid != 0 {
+        FORBIDDEN & !GROUP_READ
+    } else {
+        FORBIDDEN
+    }
 }
 
 /// Sets SQLite's companion files (`-wal`, `-shm`, `-journal`) of `db` to `0600` where they
@@ -105,4 +129,46 @@ pub(super) fn tighten_companions(db: &Path) -> Result<(), PermissionError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `mode` passes for a file or directory owned by `owner`, read by `euid`.
+    fn ok(dir: bool, mode: u32, owner: u32, euid: u32) -> bool {
+        mode & forbidden_bits(dir, owner, euid) == 0
+    }
+
+    #[test]
+    fn own_files_must_be_private() {
+        for mode in [0o600, 0o400, 0o700] {
+            assert!(ok(false, mode, 65532, 65532), "{mode:o}");
+        }
+        for mode in [0o640, 0o440, 0o660, 0o604, 0o644, 0o606] {
+            assert!(!ok(false, mode, 65532, 65532), "{mode:o}");
+        }
+    }
+
+    #[test]
+    fn root_owned_files_may_be_group_readable_for_a_non_root_reader() {
+        // A Kubernetes Secret volume with fsGroup: defaultMode 0400 arrives as 0440.
+        for mode in [0o440, 0o640, 0o400, 0o600] {
+            assert!(ok(false, mode, 0, 65532), "{mode:o}");
+        }
+        // Group write and any access for others stay refused.
+        for mode in [0o460, 0o660, 0o444, 0o442, 0o404, 0o644] {
+            assert!(!ok(false, mode, 0, 65532), "{mode:o}");
+        }
+    }
+
+    #[test]
+    fn root_readers_and_directories_get_no_exception() {
+        assert!(!ok(false, 0o440, 0, 0));
+        assert!(!ok(false, 0o640, 0, 0));
+        assert!(ok(false, 0o600, 0, 0));
+        assert!(!ok(true, 0o750, 0, 65532));
+        assert!(!ok(true, 0o2750, 0, 65532));
+        assert!(ok(true, 0o2700, 65532, 65532));
+    }
 }
