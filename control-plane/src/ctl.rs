@@ -147,9 +147,10 @@ pub enum DemoCommand {
     },
     /// Call a plain HTTP service repeatedly and print each answer.
     Call {
-        /// Address to call (e.g. the local upstream port of the proxy).
+        /// Address to call, host:port (e.g. the local upstream port of the proxy, or a
+        /// Kubernetes Service name). A name is resolved again for every call.
         #[arg(long, default_value = "127.0.0.1:9001")]
-        target: std::net::SocketAddr,
+        target: String,
         /// Request path.
         #[arg(long, default_value = "/")]
         path: String,
@@ -272,7 +273,7 @@ async fn run_demo(cmd: &DemoCommand) -> ExitCode {
             path,
             every,
             count,
-        } => demo::call(*target, path.clone(), *every, *count).await,
+        } => demo::call(target.clone(), path.clone(), *every, *count).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -45,9 +45,11 @@ pub async fn serve(listen: SocketAddr, name: String) -> anyhow::Result<()> {
 }
 
 /// Calls `http://<target><path>` every `every`, printing one line per attempt.
-/// Stops after `count` calls when given (exit 1 if the last one failed).
+/// `target` is `host:port`; a name is resolved at every call (DNS in a pod: a restarted
+/// server has a new address). Stops after `count` calls when given (exit 1 if the last
+/// one failed).
 pub async fn call(
-    target: SocketAddr,
+    target: String,
     path: String,
     every: Duration,
     count: Option<u64>,
@@ -56,7 +58,7 @@ pub async fn call(
     loop {
         i += 1;
         let started = std::time::Instant::now();
-        let ok = match tokio::time::timeout(Duration::from_secs(5), get(target, &path)).await {
+        let ok = match tokio::time::timeout(Duration::from_secs(5), get(&target, &path)).await {
             Ok(Ok((status, body))) => {
                 println!(
                     "call {i}: {status} {} ({} ms)",
@@ -83,7 +85,7 @@ pub async fn call(
 
 /// A minimal HTTP/1.1 GET with `Connection: close`; returns the status line's code and
 /// reason, and the body.
-async fn get(target: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
+async fn get(target: &str, path: &str) -> std::io::Result<(String, String)> {
     let mut s = tokio::net::TcpStream::connect(target).await?;
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n").as_bytes(),
