@@ -14,6 +14,10 @@ have tcpdump || need_pkgs+=(tcpdump)      # transparent.rs: what is on the wire
 have gnutls-cli || need_pkgs+=(gnutls-bin) # tls_negative.rs: a second TLS implementation
 have promtool || need_pkgs+=(prometheus)
 have curl || need_pkgs+=(curl)             # policy.rs: an HTTP/2 client
+have testssl || need_pkgs+=(testssl.sh)    # graders.rs: TLS protocol/cipher enumeration
+have nmap || need_pkgs+=(nmap)             # graders.rs: ssl-enum-ciphers
+have prlimit || need_pkgs+=(util-linux)    # resource_limits.rs: a small descriptor limit
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv) # tests/ci/python-tools.sh
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "tests/run.sh: installing ${need_pkgs[*]}"
@@ -24,6 +28,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# Pinned Python tools (sslyze, h2, slowloris, ...) in a venv; the tests find them here.
+FERRULE_TOOLS_BIN="$(tests/ci/python-tools.sh)"
+export FERRULE_TOOLS_BIN
 
 # Alert rules: cases that must fire and cases that must not.
 promtool check rules deploy/prometheus/ferrule-alerts.yml

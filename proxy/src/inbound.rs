@@ -74,6 +74,8 @@ pub enum InboundError {
     },
     #[error("TLS handshake timed out")]
     HandshakeTimeout,
+    #[error("TLS without ALPN ferrule/1 on the mesh port")]
+    NotMeshAlpn,
     #[error("peer certificate has no usable SPIFFE ID")]
     NoPeerIdentity,
     #[error("hop header: {0}")]
@@ -110,6 +112,7 @@ impl InboundError {
             Self::Detect(_) => "detect",
             Self::Handshake { reason, .. } => reason,
             Self::HandshakeTimeout => "timeout",
+            Self::NotMeshAlpn => "no_mesh_alpn",
             Self::NoPeerIdentity => "no_spiffe_id",
             Self::Hop(_) => "hop_header",
             Self::PortMismatch { .. } => "port_mismatch",
@@ -220,8 +223,19 @@ impl Inbound {
             Mode::Explicit => None,
         };
         let (proto, io) = detect::detect(tcp, limits.detect_timeout).await?;
+        // A direct connection to the mesh port (nothing redirected it here) is a mesh hop
+        // or nothing: any TLS ClientHello gets the mTLS handshake, with or without ALPN
+        // `ferrule/1`, and a completed handshake without it is refused below. Refusing it
+        // up front would only hide the TLS policy from standard tools (graders, `openssl
+        // s_client`) and mislabel a client that forgot ALPN as plaintext; a client
+        // certificate is required either way.
+        let mesh = match proto {
+            Detected::Mesh => true,
+            Detected::OtherTls => original.is_none(),
+            Detected::Plaintext | Detected::Silent => false,
+        };
         match proto {
-            Detected::Mesh => {
+            _ if mesh => {
                 let tls =
                     match tokio::time::timeout(limits.handshake_timeout, self.acceptor.accept(io))
                         .await
@@ -235,6 +249,9 @@ impl Inbound {
                         }
                         Err(_) => return Err(InboundError::HandshakeTimeout),
                     };
+                if tls.get_ref().1.alpn_protocol() != Some(hop::ALPN) {
+                    return Err(InboundError::NotMeshAlpn);
+                }
                 let peer_id = ferrule_tls::peer_spiffe_id(tls.get_ref().1.peer_certificates())
                     .ok_or(InboundError::NoPeerIdentity)?;
                 tracing::Span::current().record("peer", tracing::field::display(&peer_id));
@@ -253,7 +270,8 @@ impl Inbound {
                 let peer = Peer::Authenticated(peer_id);
                 self.forward(tls, peer, port, addr, protocol, "mtls").await
             }
-            Detected::Plaintext | Detected::OtherTls | Detected::Silent => {
+            // Plaintext, silence, or an application's own TLS (transparent mode).
+            _ => {
                 let Some(orig) = original else {
                     return Err(InboundError::PlaintextOnMeshPort);
                 };

@@ -155,3 +155,47 @@ pub fn sink_send(addr: SocketAddr, n: usize, seed: u64) -> std::io::Result<(Stri
         answer.trim().to_string(),
     ))
 }
+
+/// A real HTTP/1.1 + HTTP/2 (prior knowledge) application: `ferrulectl demo serve` on a
+/// free loopback port, answering every `GET` with one line naming the service, the
+/// protocol version and the path. Killed on drop.
+pub struct HttpApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl HttpApp {
+    /// Starts it and waits until it accepts connections.
+    pub fn start(name: &str) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", crate::process::free_port())
+            .parse()
+            .unwrap();
+        let child = std::process::Command::new(crate::bin_path("ferrulectl"))
+            .args([
+                "demo",
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--name",
+                name,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ferrulectl demo serve");
+        let app = Self { addr, child };
+        crate::process::wait_for(std::time::Duration::from_secs(10), || {
+            TcpStream::connect(addr).ok()
+        })
+        .expect("demo app listening");
+        app
+    }
+}
+
+impl Drop for HttpApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -27,6 +27,11 @@ pub struct MeshOptions {
     /// proxy connects to the control plane *from* (127.0.0.1) with the listener's port, so
     /// binding another loopback address leaves `127.0.0.1:<port>` free for an impostor.
     pub api_listen_ip: Ipv4Addr,
+    /// Declare api's port 8080 `protocol: http` in front of this HTTP application (e.g.
+    /// [`crate::apps::HttpApp`]) instead of the byte-level test app, so L7 is on.
+    pub http_app: Option<SocketAddr>,
+    /// RLIMIT_NOFILE for api's proxy ([`ProxyOptions::nofile`]).
+    pub api_nofile: Option<u64>,
 }
 
 impl Default for MeshOptions {
@@ -36,6 +41,8 @@ impl Default for MeshOptions {
             behaviour: Behaviour::Echo,
             api_extra_yaml: String::new(),
             api_listen_ip: Ipv4Addr::LOCALHOST,
+            http_app: None,
+            api_nofile: None,
         }
     }
 }
@@ -75,14 +82,19 @@ pub fn mesh_with(opts: MeshOptions) -> Mesh {
     let api_inbound = SocketAddr::from((opts.api_listen_ip, port));
     let api_registered = SocketAddr::from(([127, 0, 0, 1], port));
     let upstream = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let port_8080 = match opts.http_app {
+        Some(http) => format!("app: {http}\n      protocol: http"),
+        None => format!("app: {}", app.addr),
+    };
     let api = Proxy::start(
         &cp,
         ProxyOptions {
             token: Some(cp.create_token(API, 1, "5m").unwrap()),
             config_yaml: Some(format!(
-                "service: api\ninbound:\n  listen: {api_inbound}\n  ports:\n    - port: 8080\n      app: {}\n{}",
-                app.addr, opts.api_extra_yaml
+                "service: api\ninbound:\n  listen: {api_inbound}\n  ports:\n    - port: 8080\n      {port_8080}\n{}",
+                opts.api_extra_yaml
             )),
+            nofile: opts.api_nofile,
             ..Default::default()
         },
     )

@@ -10,5 +10,6 @@ pub mod pcap;
 pub mod pem;
 pub mod pki;
 pub mod process;
+pub mod tools;
 
 pub use process::{ControlPlane, CpOptions, Proxy, ProxyOptions, bin_path, ctl_output};

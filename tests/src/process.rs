@@ -332,6 +332,11 @@ impl ControlPlane {
         self.proc.as_ref().map(|p| p.log()).unwrap_or_default()
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
+    }
+
     /// Runs `ferrulectl` against this control plane.
     pub fn ctl(&self, args: &[&str]) -> Output {
         ctl_output(&self.admin_socket(), args)
@@ -396,6 +401,9 @@ pub struct ProxyOptions {
     pub uid: Option<u32>,
     /// `--admin-listen` (default: a free loopback port; `127.0.0.1:15000` in a namespace).
     pub admin_listen: Option<SocketAddr>,
+    /// Start with this RLIMIT_NOFILE (soft and hard, through `prlimit`, which execs the
+    /// proxy), so descriptor-exhaustion tests stay cheap.
+    pub nofile: Option<u64>,
 }
 
 /// A running `ferrule-proxy`.
@@ -427,6 +435,13 @@ impl Proxy {
             }
         };
         let mut cmd = command_in(bin_path("ferrule-proxy"), opts.netns.as_deref(), opts.uid);
+        if let Some(n) = opts.nofile {
+            // `prlimit --nofile=N:N <program> <args>` execs the program: same pid.
+            let program = cmd.get_program().to_owned();
+            let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+            cmd = Command::new("prlimit");
+            cmd.arg(format!("--nofile={n}:{n}")).arg(program).args(args);
+        }
         cmd.arg("run")
             .arg("--trust-domain")
             .arg(&cp.opts.trust_domain)
@@ -474,6 +489,11 @@ impl Proxy {
     /// The proxy's log so far.
     pub fn log(&self) -> String {
         self.proc.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+
+    /// The process id while it runs (for `/proc/<pid>/status`, `prlimit`).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
     }
 
     /// Temp dir of this proxy.

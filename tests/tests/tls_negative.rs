@@ -45,6 +45,7 @@ fn mesh(cp: CpOptions, api_listen_ip: [u8; 4]) -> Mesh {
         behaviour: Behaviour::Echo,
         api_extra_yaml: "limits:\n  handshake_timeout: 2s\n".into(),
         api_listen_ip: api_listen_ip.into(),
+        ..Default::default()
     })
 }
 
