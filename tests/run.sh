@@ -39,4 +39,7 @@ promtool test rules deploy/prometheus/ferrule-alerts.test.yml
 
 # The end-to-end tests start these binaries from target/debug.
 cargo build --workspace --bins
+
+# Kubernetes manifests: schemas, flags against this build, CRD vs policy engine, checkov.
+tests/ci/k8s-validate.sh
 cargo test --workspace "$@"

@@ -12,6 +12,7 @@ use ferrule_tls::{Credentials, IdentityHandle, TrustBundle};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin_api::AdminApi;
+use crate::attest::k8s_token::K8sTokenAttestor;
 use crate::ca::{CaMode, CaParams, CertificateAuthority, Kek};
 use crate::config::Config;
 use crate::discovery::Registry;
@@ -91,8 +92,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics_listener = metrics_http::bind(config.metrics_listen)
         .await
         .with_context(|| format!("binding the metrics listener on {}", config.metrics_listen))?;
-    let identity_api =
+    let mut identity_api =
         IdentityApi::new(ca.clone(), store.clone(), config.svid_ttl, metrics.clone());
+    if let Some(k8s) = K8sTokenAttestor::from_config(&config.trust_domain, &config.k8s)
+        .context("setting up service-account attestation")?
+    {
+        tracing::info!(mode = k8s.mode(), "kubernetes service-account attestation enabled");
+        identity_api = identity_api.with_k8s_attestor(Arc::new(k8s));
+    }
     // Disconnected workloads stay visible for one certificate lifetime: long enough to
     // ride out a control-plane restart, short enough that a dead workload's
     // credentials have expired by the time it disappears.

@@ -3,12 +3,18 @@
 //! The identity API calls [`attest`] *before* the CA signs anything; the CA then puts the
 //! returned ID — never anything the caller wrote into its CSR — into the certificate.
 //!
-//! Today there is one attestor, [join tokens](join_token): single- or few-use secrets an
-//! operator creates for one identity. Adding one (e.g. Kubernetes service-account tokens
-//! checked with the TokenReview API) means: a [`Credential`] variant, a module next to
-//! `join_token.rs` that verifies it, a match arm in [`attest`], and error variants here.
+//! Two attestors:
+//! * [join tokens](join_token): single- or few-use secrets an operator creates for one
+//!   identity;
+//! * [Kubernetes service-account tokens](k8s_token): a pod's projected token, verified
+//!   with the cluster's JWKS or the TokenReview API, granting
+//!   `spiffe://<td>/ns/<namespace>/sa/<service-account>`.
+//!
+//! Adding one means: a [`Credential`] variant, a module next to `join_token.rs` that
+//! verifies it, a match arm in [`attest`], and error variants here.
 
 pub mod join_token;
+pub mod k8s_token;
 
 #[cfg(test)]
 mod tests;
@@ -17,6 +23,7 @@ use std::time::SystemTime;
 
 use spiffe::SpiffeId;
 
+use self::k8s_token::{K8sTokenAttestor, K8sTokenError};
 use crate::store::{Store, StoreError};
 
 /// A credential presented by a caller to prove which identity it should receive.
@@ -27,6 +34,8 @@ use crate::store::{Store, StoreError};
 pub enum Credential {
     /// A join token string (`fjt_<id>_<secret>`), created with [`join_token::create`].
     JoinToken(String),
+    /// A Kubernetes projected service-account token (a JWT), see [`k8s_token`].
+    K8sSaToken(String),
 }
 
 impl Credential {
@@ -34,6 +43,7 @@ impl Credential {
     pub fn kind(&self) -> &'static str {
         match self {
             Credential::JoinToken(_) => "join_token",
+            Credential::K8sSaToken(_) => "k8s_sa_token",
         }
     }
 }
@@ -42,6 +52,7 @@ impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credential::JoinToken(_) => f.write_str("JoinToken([redacted])"),
+            Credential::K8sSaToken(_) => f.write_str("K8sSaToken([redacted])"),
         }
     }
 }
@@ -89,19 +100,31 @@ pub enum AttestError {
     /// The store failed; the credential was not consumed.
     #[error("attestation store error: {0}")]
     Store(#[from] StoreError),
+    /// A Kubernetes service-account token was refused (or cannot be checked right now).
+    #[error("service-account token refused: {0}")]
+    K8s(#[from] K8sTokenError),
 }
 
 /// Verifies `credential` at time `now` and returns the identity it grants; with
 /// `expected`, a credential for another identity is refused without being consumed. Consumes one use
 /// of a join token (atomically: of two concurrent redemptions of a last use, exactly one
-/// succeeds).
-pub fn attest(
+/// succeeds). A service-account token is not consumed and `expected` is left to the
+/// caller (`identity_api` refuses any attested identity other than the expected one).
+/// Service-account tokens need `k8s` (`None`: attestation is off, and they
+/// are refused with [`K8sTokenError::Disabled`]).
+pub async fn attest(
     store: &Store,
+    k8s: Option<&K8sTokenAttestor>,
     credential: &Credential,
     now: SystemTime,
     expected: Option<&SpiffeId>,
 ) -> Result<SpiffeId, AttestError> {
     match credential {
         Credential::JoinToken(token) => join_token::redeem_expecting(store, token, now, expected),
+        Credential::K8sSaToken(token) => {
+            // Nothing is consumed, so `expected` is compared by the caller afterwards.
+            let attestor = k8s.ok_or(K8sTokenError::Disabled)?;
+            Ok(attestor.attest(token, now).await?.spiffe_id)
+        }
     }
 }

@@ -10,6 +10,8 @@ use spiffe::{SpiffeId, TrustDomain};
 
 use crate::ctl::parse_duration;
 
+pub mod kubernetes;
+
 /// Raw command line / environment of `ferrule-control-plane`.
 #[derive(Debug, Parser)]
 #[command(
@@ -73,6 +75,9 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "FERRULE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Kubernetes: service-account attestation and the API server (`--k8s-*`).
+    #[command(flatten)]
+    pub k8s: kubernetes::KubeArgs,
 }
 
 /// Validated control-plane configuration.
@@ -89,6 +94,8 @@ pub struct Config {
     pub server_dns_names: Vec<String>,
     pub bundle_out: PathBuf,
     pub mesh_default: ferrule_policy::MeshDefault,
+    /// Kubernetes attestation and API server settings.
+    pub k8s: kubernetes::KubeConfig,
 }
 
 /// Paths of an externally managed issuer (e.g. written by cert-manager).
@@ -159,6 +166,7 @@ impl Args {
             }),
             _ => None,
         };
+        let k8s = self.k8s.validate()?;
         Ok(Config {
             data_dir: self.data_dir,
             trust_domain,
@@ -171,6 +179,7 @@ impl Args {
             server_dns_names: self.server_dns_names,
             bundle_out,
             mesh_default: self.mesh_default,
+            k8s,
         })
     }
 }

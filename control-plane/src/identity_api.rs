@@ -1,7 +1,8 @@
 //! The identity API (`ferrule.identity.v1.Identity`): attests callers and signs their CSRs.
 //!
 //! `Certify` decides *which* identity a caller gets — from its credential on first
-//! contact (join token) or from its still-valid certificate on renewal — and only then
+//! contact (join token, Kubernetes service-account token) or from its still-valid
+//! certificate on renewal — and only then
 //! asks the CA (`ca::sign`) to sign the CSR's public key for exactly that identity.
 //! The CSR's own subject and SANs never influence the result.
 
@@ -15,6 +16,7 @@ use spiffe::SpiffeId;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::attest::k8s_token::{K8sTokenAttestor, K8sTokenError};
 use crate::attest::{AttestError, Credential};
 use crate::ca::{BundleSnapshot, CertificateAuthority};
 use crate::metrics::{IssueLabels, Metrics};
@@ -40,6 +42,8 @@ pub struct IdentityApi {
     store: Arc<Store>,
     svid_ttl: Duration,
     metrics: Metrics,
+    /// Kubernetes service-account token verifier; `None` when `--k8s-attestation off`.
+    k8s: Option<Arc<K8sTokenAttestor>>,
 }
 
 impl IdentityApi {
@@ -55,11 +59,19 @@ impl IdentityApi {
             store,
             svid_ttl,
             metrics,
+            k8s: None,
         }
     }
 
+    /// Accepts Kubernetes service-account tokens, verified by `attestor`. Without it
+    /// they are refused with FAILED_PRECONDITION.
+    pub fn with_k8s_attestor(mut self, attestor: Arc<K8sTokenAttestor>) -> Self {
+        self.k8s = Some(attestor);
+        self
+    }
+
     /// Works out the caller's identity: from its credential, or from its mTLS certificate.
-    fn attest(
+    async fn attest(
         &self,
         req: &Request<pb::CertifyRequest>,
         expected: Option<&SpiffeId>,
@@ -68,13 +80,8 @@ impl IdentityApi {
             Some(pb::certify_request::Credential::JoinToken(t)) => {
                 Some(Credential::JoinToken(t.clone()))
             }
-            Some(pb::certify_request::Credential::K8sSaToken(_)) => {
-                return Err(refuse(
-                    "unsupported_attestation",
-                    Status::unimplemented(
-                        "kubernetes service-account attestation is not enabled on this control plane",
-                    ),
-                ));
+            Some(pb::certify_request::Credential::K8sSaToken(t)) => {
+                Some(Credential::K8sSaToken(t.clone()))
             }
             None => None,
         };
@@ -82,10 +89,12 @@ impl IdentityApi {
             let kind = credential.kind();
             let id = crate::attest::attest(
                 &self.store,
+                self.k8s.as_deref(),
                 &credential,
                 std::time::SystemTime::now(),
                 expected,
             )
+            .await
             .map_err(attest_status)?;
             return Ok((id, kind));
         }
@@ -148,6 +157,7 @@ fn attest_status(e: AttestError) -> Refusal {
                 Status::internal("attestation store unavailable"),
             );
         }
+        AttestError::K8s(k) => return k8s_status(k),
         AttestError::Malformed => "malformed_token",
         AttestError::UnknownToken => "unknown_token",
         AttestError::Expired { .. } => "expired_token",
@@ -159,6 +169,21 @@ fn attest_status(e: AttestError) -> Refusal {
         reason,
         Status::permission_denied(format!("attestation failed: {e}")),
     )
+}
+
+/// Service-account tokens: a bad token is UNAUTHENTICATED; attestation switched off is
+/// FAILED_PRECONDITION; an API server (or JWKS) we cannot use is UNAVAILABLE.
+fn k8s_status(e: &K8sTokenError) -> Refusal {
+    let msg = format!("service-account attestation failed: {e}");
+    let status = match e {
+        K8sTokenError::Disabled => Status::failed_precondition(msg),
+        K8sTokenError::Unavailable(_) | K8sTokenError::KeysUnavailable(_) => {
+            tracing::warn!(error = %e, "cannot verify a service-account token right now");
+            Status::unavailable(msg)
+        }
+        _ => Status::unauthenticated(msg),
+    };
+    refuse(e.reason(), status)
 }
 
 #[tonic::async_trait]
@@ -263,7 +288,7 @@ impl IdentityApi {
                 )
             })?),
         };
-        let (id, how) = self.attest(&req, expected.as_ref())?;
+        let (id, how) = self.attest(&req, expected.as_ref()).await?;
         if let Some(expected) = expected
             && expected != id
         {

@@ -49,7 +49,7 @@ pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyho
         control.clone(),
         identity.clone(),
         config.trust_domain.clone(),
-        config.join_token.clone(),
+        config.bootstrap.clone(),
         config.expected_id.clone(),
         config.renew_fraction,
         metrics.clone(),

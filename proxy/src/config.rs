@@ -10,6 +10,8 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 pub mod file;
 use spiffe::{SpiffeId, TrustDomain};
 
+use crate::identity::BootstrapCredential;
+
 /// `ferrule-proxy` command line.
 #[derive(Debug, Parser)]
 #[command(name = "ferrule-proxy", version, about = "Ferrule sidecar proxy")]
@@ -52,6 +54,14 @@ pub struct RunArgs {
     /// File containing the join token.
     #[arg(long, env = "FERRULE_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
     pub join_token_file: Option<PathBuf>,
+    /// Kubernetes projected service-account token file (audience `ferrule`), sent to the
+    /// control plane instead of a join token; re-read at every bootstrap attempt.
+    #[arg(
+        long,
+        env = "FERRULE_SA_TOKEN_FILE",
+        conflicts_with_all = ["join_token", "join_token_file"]
+    )]
+    pub sa_token_file: Option<PathBuf>,
     /// The SPIFFE ID this workload expects to receive; issuance for any other identity is
     /// refused by the control plane.
     #[arg(long, env = "FERRULE_SPIFFE_ID")]
@@ -78,7 +88,8 @@ pub struct Config {
     pub control_plane: String,
     pub control_plane_id: SpiffeId,
     pub bundle_pem: Vec<u8>,
-    pub join_token: Option<crate::identity::JoinToken>,
+    /// Join token or service-account token file, for the first certificate.
+    pub bootstrap: Option<crate::identity::BootstrapCredential>,
     pub expected_id: Option<SpiffeId>,
     pub admin_listen: SocketAddr,
     pub renew_fraction: f64,
@@ -152,7 +163,31 @@ impl RunArgs {
             (None, None) => None,
         }
         .filter(|t| !t.is_empty())
-        .map(crate::identity::JoinToken::new);
+        .map(|t| BootstrapCredential::JoinToken(crate::identity::JoinToken::new(t)));
+        let bootstrap = match (join_token, self.sa_token_file) {
+            (Some(_), Some(_)) => {
+                // clap already refuses the combination; never pick one silently.
+                return Err(err(
+                    "--sa-token-file / FERRULE_SA_TOKEN_FILE",
+                    "cannot be combined with a join token",
+                ));
+            }
+            (Some(j), None) => Some(j),
+            (None, Some(path)) => {
+                // The file may appear later (the kubelet writes it); it is read at
+                // every attempt. An unreadable path now is still reported early.
+                if let Err(e) = std::fs::metadata(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(err(
+                        "--sa-token-file / FERRULE_SA_TOKEN_FILE",
+                        format!("{}: {e}", path.display()),
+                    ));
+                }
+                Some(BootstrapCredential::SaTokenFile(path))
+            }
+            (None, None) => None,
+        };
         let expected_id = match &self.spiffe_id {
             Some(s) => Some(
                 SpiffeId::new(s)
@@ -177,7 +212,7 @@ impl RunArgs {
             control_plane: self.control_plane,
             control_plane_id,
             bundle_pem,
-            join_token,
+            bootstrap,
             expected_id,
             admin_listen: self.admin_listen,
             renew_fraction: self.renew_fraction,

@@ -8,6 +8,18 @@ pub mod manager;
 
 pub use manager::{IdentityManager, IdentityStatus};
 
+use std::path::PathBuf;
+
+/// How the proxy proves who it is when it has no valid certificate to renew with.
+#[derive(Debug, Clone)]
+pub enum BootstrapCredential {
+    /// An operator-issued join token.
+    JoinToken(JoinToken),
+    /// A Kubernetes projected service-account token, read from this file at every
+    /// bootstrap attempt (the kubelet rotates it) and sent as `k8s_sa_token`.
+    SaTokenFile(PathBuf),
+}
+
 /// A join token: a secret bootstrap credential. `Debug` never prints it.
 #[derive(Clone)]
 pub struct JoinToken(String);

@@ -32,6 +32,11 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
+
 /// Largest response body, and largest single watch line, accepted (16 MiB).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Time allowed for TCP connect plus TLS handshake.

@@ -1,8 +1,10 @@
 //! Obtains the proxy's certificate at start and renews it before it expires.
 //!
 //! * A fresh ECDSA P-256 key is generated in memory for every certificate.
-//! * First contact presents the join token; renewals authenticate with the current,
-//!   still-valid certificate over mTLS (proof of possession) and no token.
+//! * First contact presents the bootstrap credential (a join token, or the Kubernetes
+//!   service-account token file, re-read at every attempt because the kubelet rotates
+//!   it); renewals authenticate with the current, still-valid certificate over mTLS
+//!   (proof of possession) and no token.
 //! * Renewal happens at `renew_fraction` of the lifetime, ±10% jitter (so a fleet
 //!   started together does not renew together).
 //! * On failure: capped exponential backoff; the current certificate stays in use until
@@ -20,7 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixT
 use spiffe::{SpiffeId, TrustDomain};
 use tokio::sync::watch;
 
-use super::JoinToken;
+use super::BootstrapCredential;
 use crate::config::{RETRY_MAX, RETRY_MIN};
 use crate::control::ControlClient;
 use crate::control::client::ControlError;
@@ -30,9 +32,19 @@ use crate::telemetry::Backoff;
 /// Why obtaining a certificate failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    /// No valid certificate to renew with, and no join token configured.
-    #[error("no valid certificate to renew with and no join token configured")]
+    /// No valid certificate to renew with, and no bootstrap credential configured.
+    #[error(
+        "no valid certificate to renew with and no join token or service-account token configured"
+    )]
     NoCredential,
+    /// The service-account token file could not be read (or is empty / oversized).
+    #[error("reading the service-account token {path}: {reason}")]
+    SaToken {
+        /// The token file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// Key or CSR generation failed.
     #[error("generating the key or CSR: {0}")]
     KeyGen(#[from] rcgen::Error),
@@ -58,6 +70,7 @@ impl IdentityError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NoCredential => "no_credential",
+            Self::SaToken { .. } => "sa_token_unreadable",
             Self::KeyGen(_) => "keygen",
             Self::Connect(_) => "unreachable",
             Self::Refused { code, .. } if *code == tonic::Code::Unavailable => "unreachable",
@@ -90,7 +103,7 @@ pub struct IdentityManager {
     client: ControlClient,
     handle: IdentityHandle,
     trust_domain: TrustDomain,
-    token: Option<JoinToken>,
+    token: Option<BootstrapCredential>,
     expected: Option<SpiffeId>,
     renew_fraction: f64,
     status: watch::Sender<IdentityStatus>,
@@ -103,7 +116,7 @@ impl IdentityManager {
         client: ControlClient,
         handle: IdentityHandle,
         trust_domain: TrustDomain,
-        token: Option<JoinToken>,
+        token: Option<BootstrapCredential>,
         expected: Option<SpiffeId>,
         renew_fraction: f64,
         metrics: Metrics,
@@ -215,9 +228,12 @@ impl IdentityManager {
             .filter(|c| c.not_after() > now + Duration::from_secs(1));
         let credential = match (&renewing, &self.token) {
             (Some(_), _) => None,
-            (None, Some(t)) => Some(pb::certify_request::Credential::JoinToken(
-                t.expose().to_string(),
-            )),
+            (None, Some(BootstrapCredential::JoinToken(t))) => Some(
+                pb::certify_request::Credential::JoinToken(t.expose().to_string()),
+            ),
+            (None, Some(BootstrapCredential::SaTokenFile(path))) => Some(
+                pb::certify_request::Credential::K8sSaToken(read_sa_token(path).await?),
+            ),
             (None, None) => return Err(IdentityError::NoCredential),
         };
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
@@ -329,4 +345,32 @@ pub fn renewal_delay(creds: &Credentials, fraction: f64, now: SystemTime) -> Dur
     remaining
         .mul_f64((fraction * jitter).clamp(0.05, 0.95))
         .max(Duration::from_secs(1))
+}
+
+/// Largest service-account token file read (projected tokens are ~1-2 KiB).
+const MAX_SA_TOKEN_BYTES: u64 = 64 * 1024;
+
+/// Reads the projected service-account token afresh (it rotates underneath us).
+async fn read_sa_token(path: &std::path::Path) -> Result<String, IdentityError> {
+    use tokio::io::AsyncReadExt as _;
+    let fail = |reason: String| IdentityError::SaToken {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut token = String::new();
+    file.take(MAX_SA_TOKEN_BYTES + 1)
+        .read_to_string(&mut token)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if token.len() as u64 > MAX_SA_TOKEN_BYTES {
+        return Err(fail(format!("larger than {MAX_SA_TOKEN_BYTES} bytes")));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(fail("the file is empty".into()));
+    }
+    Ok(token.to_string())
 }
