@@ -151,6 +151,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         authority_changed.clone(),
     ));
     tokio::spawn(metrics_http::serve(metrics_listener, metrics.clone()));
+    if let Some(wh) = &config.webhook {
+        spawn_webhook(wh, &server_identity, &ca).await?;
+    }
     tokio::spawn(maintain_ca(ca.clone(), metrics.clone()));
     tokio::spawn({
         let registry = registry.clone();
@@ -194,6 +197,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     b.context("admin API server")?;
     let _ = std::fs::remove_file(&config.admin_socket);
     tracing::info!("control plane stopped");
+    Ok(())
+}
+
+/// Starts the sidecar injection webhook (HTTPS with the control plane's own
+/// certificate, which carries the webhook's DNS names; see `kubernetes::webhook`).
+async fn spawn_webhook(
+    wh: &crate::kubernetes::webhook::WebhookConfig,
+    server_identity: &IdentityHandle,
+    ca: &Arc<CertificateAuthority>,
+) -> anyhow::Result<()> {
+    use crate::kubernetes::webhook;
+    let tls = webhook::tls_config(server_identity)
+        .context("building the injection webhook's TLS configuration")?;
+    let listener = tokio::net::TcpListener::bind(wh.listen)
+        .await
+        .with_context(|| format!("binding the injection webhook on {}", wh.listen))?;
+    let state = Arc::new(webhook::Webhook::new(
+        wh.inject.clone(),
+        ca.subscribe_bundle(),
+    ));
+    tokio::spawn(webhook::serve(listener, tls, state));
+    tracing::info!(listen = %wh.listen, dns_names = ?wh.dns_names, "sidecar injection webhook serving");
     Ok(())
 }
 

@@ -78,6 +78,9 @@ pub struct Args {
     /// Kubernetes: service-account attestation and the API server (`--k8s-*`).
     #[command(flatten)]
     pub k8s: kubernetes::KubeArgs,
+    /// The sidecar injection webhook (`--webhook-*`, `--inject-*`).
+    #[command(flatten)]
+    pub webhook: crate::kubernetes::webhook::WebhookArgs,
 }
 
 /// Validated control-plane configuration.
@@ -96,6 +99,8 @@ pub struct Config {
     pub mesh_default: ferrule_policy::MeshDefault,
     /// Kubernetes attestation and API server settings.
     pub k8s: kubernetes::KubeConfig,
+    /// The injection webhook, when `--webhook-listen` is set.
+    pub webhook: Option<crate::kubernetes::webhook::WebhookConfig>,
 }
 
 /// Paths of an externally managed issuer (e.g. written by cert-manager).
@@ -166,6 +171,17 @@ impl Args {
             }),
             _ => None,
         };
+        let webhook = self
+            .webhook
+            .validate(&trust_domain, &self.k8s.token_audience)?;
+        // The webhook serves the control plane's own certificate: it carries the
+        // webhook's DNS names too.
+        let mut server_dns_names = self.server_dns_names;
+        for name in webhook.iter().flat_map(|w| &w.dns_names) {
+            if !server_dns_names.contains(name) {
+                server_dns_names.push(name.clone());
+            }
+        }
         let k8s = self.k8s.validate()?;
         Ok(Config {
             data_dir: self.data_dir,
@@ -176,10 +192,11 @@ impl Args {
             svid_ttl: self.svid_ttl,
             kek_file: self.kek_file,
             external_issuer,
-            server_dns_names: self.server_dns_names,
+            server_dns_names,
             bundle_out,
             mesh_default: self.mesh_default,
             k8s,
+            webhook,
         })
     }
 }

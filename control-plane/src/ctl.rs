@@ -12,6 +12,7 @@ mod client;
 pub mod demo;
 mod output;
 mod policy;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,6 +132,9 @@ pub enum Command {
     /// The demo applications (plain HTTP; they need no control plane).
     #[command(subcommand)]
     Demo(DemoCommand),
+    /// What the injection webhook's MutatingWebhookConfiguration needs (caBundle).
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
 }
 
 /// `ferrulectl demo ...`
@@ -235,6 +239,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub async fn run(cli: Cli) -> ExitCode {
     if let Command::Demo(d) = &cli.command {
         return run_demo(d).await;
+    }
+    if let Command::Webhook(w) = &cli.command {
+        return webhook::run(w, &cli.socket);
     }
     let mut client = match connect(&cli.socket).await {
         Ok(c) => c,
@@ -404,7 +411,7 @@ async fn dispatch(client: &mut Client, cli: &Cli) -> Result<ExitCode, tonic::Sta
             print_authority(json, &a);
         }
         // Handled in `run` before connecting.
-        Command::Demo(_) => {}
+        Command::Demo(_) | Command::Webhook(_) => {}
         Command::Apply { .. }
         | Command::Validate { .. }
         | Command::Get { .. }

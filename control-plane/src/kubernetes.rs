@@ -4,5 +4,9 @@
 //! | where        | what                                                          |
 //! |--------------|---------------------------------------------------------------|
 //! | `client`     | minimal HTTPS client for the API server (JSON GET/POST, watch) |
+//! | `inject`     | sidecar injection: AdmissionReview in, JSON Patch out (pure)   |
+//! | `webhook`    | the injection webhook's HTTPS server (`--webhook-listen`)      |
 
 pub mod client;
+pub mod inject;
+pub mod webhook;
