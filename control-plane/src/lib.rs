@@ -9,7 +9,7 @@
 //! | `config`             | flags / `FERRULE_*` environment, validated at start     |
 //! | `app`                | wiring and background tasks                             |
 //! | `ca`, `ca::sign`     | authorities, rotation, the CSR signer                   |
-//! | `attest`             | who is the caller? (join tokens; later Kubernetes)      |
+//! | `attest`             | who is the caller? (join tokens, k8s SA tokens)         |
 //! | `store`              | SQLite persistence                                      |
 //! | `identity_api`       | gRPC `Certify` and `WatchBundle`                        |
 //! | `admin_api`          | gRPC admin API behind the local socket                  |

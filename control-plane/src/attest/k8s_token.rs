@@ -4,7 +4,7 @@
 //! it (audience `ferrule`, short expiry). The control plane verifies it and grants
 //! `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`. Two verifiers:
 //!
-//! * **JWKS** ([`jwks`]): the token's JWS signature is checked against the cluster's
+//! * **JWKS** ([`jwks`], [`jwt`]): the token's JWS signature is checked against the cluster's
 //!   public keys (a JWKS file, or `/openid/v1/jwks` from the API server, refreshed), its
 //!   issuer must be the configured one, its audiences must include ours, and
 //!   `exp`/`nbf`/`iat` must hold within [`LEEWAY`]. The identity comes from the signed
@@ -20,6 +20,7 @@
 //! Errors never contain the token.
 
 pub mod jwks;
+pub mod jwt;
 pub mod token_review;
 
 #[cfg(test)]
@@ -307,7 +308,8 @@ impl K8sTokenAttestor {
             }
             Verifier::TokenReview(r) => r.review(token, &self.audience, &self.trust_domain).await?,
         };
-        tracing::debug!(
+        // The audit trail of who got an identity: which pod presented the token.
+        tracing::info!(
             spiffe_id = %id.spiffe_id,
             pod = %id.pod_name,
             pod_uid = %id.pod_uid,

@@ -1,12 +1,8 @@
-//! JWKS verification of service-account tokens: signature, issuer, audience, times and
-//! the `kubernetes.io` claim, against the cluster's public keys.
+//! The cluster's token signing keys (JWKS) and the verifier that uses them.
 //!
-//! The JWS signature is checked by the `jsonwebtoken` crate (aws-lc-rs backend). The
-//! algorithm is never taken on trust from the token: the header's `alg` must be one
-//! Kubernetes signs with (RS256/ES256/ES384, plus the other RSA variants), and must
-//! equal the algorithm of the key its `kid` selects, which is derived from the key
-//! itself (`kty`/`crv`). `none`, HMAC algorithms and symmetric (`oct`) keys are refused,
-//! so a public key can never be used as an HMAC secret.
+//! Each key's algorithm is derived from the key itself (`kty`/`crv`, and a declared `alg`
+//! must agree); symmetric (`oct`) keys are never loaded, so a JWKS cannot turn into a
+//! shared secret. The token checks themselves are in [`super::jwt`].
 //!
 //! Keys come from a file or from the API server's `/openid/v1/jwks` ([`KeySource`]).
 //! They are reloaded when older than [`MAX_KEY_AGE`] and when a token names an unknown
@@ -19,15 +15,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use spiffe::TrustDomain;
 use tokio::time::Instant;
 
-use super::{K8sTokenError, LEEWAY, ServiceAccountIdentity, identity};
+use super::jwt::verify_with;
+use super::{K8sTokenError, ServiceAccountIdentity};
 use crate::kubernetes::client::KubeClient;
 
 /// Keys older than this are reloaded before use.
@@ -119,6 +114,11 @@ impl KeySet {
     /// Number of usable keys.
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// The key with id `kid`, and the algorithm it verifies.
+    pub(super) fn get(&self, kid: &str) -> Option<&(Algorithm, DecodingKey)> {
+        self.keys.get(kid)
     }
 
     /// Whether there are none (never true for a parsed set).
@@ -272,191 +272,5 @@ impl JwksVerifier {
                 KeySet::from_json(&bytes).map_err(|e| K8sTokenError::KeysUnavailable(e.to_string()))
             }
         }
-    }
-}
-
-/// The JOSE header fields we look at.
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    crit: Option<serde_json::Value>,
-}
-
-/// The claims of a projected service-account token. Everything is optional here so a
-/// missing claim is reported by name rather than as a parse error.
-#[derive(Deserialize)]
-struct Claims {
-    iss: Option<String>,
-    sub: Option<String>,
-    aud: Option<Audience>,
-    exp: Option<i64>,
-    nbf: Option<i64>,
-    iat: Option<i64>,
-    #[serde(rename = "kubernetes.io")]
-    kubernetes: Option<KubernetesClaim>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize)]
-struct KubernetesClaim {
-    namespace: Option<String>,
-    serviceaccount: Option<ObjectRef>,
-    pod: Option<ObjectRef>,
-}
-
-#[derive(Deserialize)]
-struct ObjectRef {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    uid: String,
-}
-
-/// Verifies `token` against `keys` (no reloading): header, signature, then claims.
-pub fn verify_with(
-    token: &str,
-    keys: &KeySet,
-    issuer: &str,
-    audience: &str,
-    td: &TrustDomain,
-    now: SystemTime,
-) -> Result<ServiceAccountIdentity, K8sTokenError> {
-    let malformed = |m: &str| K8sTokenError::Malformed(m.to_string());
-    let (header_b64, _) = token
-        .split_once('.')
-        .ok_or_else(|| malformed("no header"))?;
-    let header_json = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .map_err(|_| malformed("header is not base64url"))?;
-    let header: Header = serde_json::from_slice(&header_json)
-        .map_err(|_| malformed("header is not a JOSE header"))?;
-    if header.crit.is_some() {
-        return Err(malformed("critical header extensions are not supported"));
-    }
-    match header.alg.as_str() {
-        a if a.eq_ignore_ascii_case("none") => return Err(K8sTokenError::Unsigned),
-        a if a.starts_with("HS") => {
-            return Err(K8sTokenError::SymmetricAlgorithm { alg: a.to_string() });
-        }
-        _ => {}
-    }
-    let alg = match header.alg.parse::<Algorithm>() {
-        Ok(a) if a != Algorithm::EdDSA => a,
-        _ => {
-            return Err(K8sTokenError::UnsupportedAlgorithm {
-                alg: header.alg.clone(),
-            });
-        }
-    };
-    let kid = header.kid.ok_or(K8sTokenError::MissingKeyId)?;
-    let (key_alg, key) = keys
-        .keys
-        .get(&kid)
-        .ok_or_else(|| K8sTokenError::UnknownKey { kid: kid.clone() })?;
-    if *key_alg != alg {
-        return Err(K8sTokenError::AlgorithmMismatch {
-            kid,
-            alg: header.alg,
-            key_alg: format!("{key_alg:?}"),
-        });
-    }
-    // The crate checks the signature only; the claims are checked below against `now`.
-    let mut validation = Validation::new(alg);
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => K8sTokenError::BadSignature,
-            jsonwebtoken::errors::ErrorKind::Json(_) => {
-                malformed("claims are not the expected JSON")
-            }
-            jsonwebtoken::errors::ErrorKind::Base64(_) => malformed("a part is not base64url"),
-            _ => K8sTokenError::BadSignature,
-        })?
-        .claims;
-    check_claims(claims, issuer, audience, td, now)
-}
-
-fn check_claims(
-    c: Claims,
-    issuer: &str,
-    audience: &str,
-    td: &TrustDomain,
-    now: SystemTime,
-) -> Result<ServiceAccountIdentity, K8sTokenError> {
-    let iss = c.iss.ok_or(K8sTokenError::MissingClaim("iss"))?;
-    if iss != issuer {
-        return Err(K8sTokenError::WrongIssuer {
-            found: iss,
-            expected: issuer.to_string(),
-        });
-    }
-    let auds = match c.aud.ok_or(K8sTokenError::MissingClaim("aud"))? {
-        Audience::One(a) => vec![a],
-        Audience::Many(v) => v,
-    };
-    if !auds.iter().any(|a| a == audience) {
-        return Err(K8sTokenError::WrongAudience {
-            found: auds,
-            expected: audience.to_string(),
-        });
-    }
-    let now = unix(now);
-    let leeway = LEEWAY.as_secs() as i64;
-    let exp = c.exp.ok_or(K8sTokenError::MissingClaim("exp"))?;
-    if now >= exp.saturating_add(leeway) {
-        return Err(K8sTokenError::Expired { exp, now });
-    }
-    if let Some(nbf) = c.nbf
-        && nbf > now.saturating_add(leeway)
-    {
-        return Err(K8sTokenError::NotYetValid { nbf, now });
-    }
-    if let Some(iat) = c.iat
-        && iat > now.saturating_add(leeway)
-    {
-        return Err(K8sTokenError::IssuedInFuture { iat, now });
-    }
-    let k8s = c
-        .kubernetes
-        .ok_or(K8sTokenError::MissingClaim("kubernetes.io"))?;
-    let ns = k8s
-        .namespace
-        .filter(|n| !n.is_empty())
-        .ok_or(K8sTokenError::MissingClaim("kubernetes.io.namespace"))?;
-    let sa = k8s
-        .serviceaccount
-        .filter(|s| !s.name.is_empty())
-        .ok_or(K8sTokenError::MissingClaim("kubernetes.io.serviceaccount"))?;
-    let pod = k8s
-        .pod
-        .filter(|p| !p.name.is_empty())
-        .ok_or(K8sTokenError::MissingClaim("kubernetes.io.pod"))?;
-    let expected_sub = format!("system:serviceaccount:{ns}:{}", sa.name);
-    let sub = c.sub.ok_or(K8sTokenError::MissingClaim("sub"))?;
-    if sub != expected_sub {
-        return Err(K8sTokenError::SubjectMismatch {
-            sub,
-            expected: expected_sub,
-        });
-    }
-    identity(td, &ns, &sa.name, &pod.name, &pod.uid)
-}
-
-fn unix(t: SystemTime) -> i64 {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
     }
 }

@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 
 use super::support::*;
 use crate::attest::k8s_token::jwks::{
-    JwksError, JwksVerifier, KeySet, KeySource, MAX_KEY_AGE, MIN_RELOAD_INTERVAL, verify_with,
+    JwksError, JwksVerifier, KeySet, KeySource, MAX_KEY_AGE, MIN_RELOAD_INTERVAL,
 };
+use crate::attest::k8s_token::jwt::verify_with;
 use crate::attest::k8s_token::{K8sTokenAttestor, K8sTokenError, MAX_TOKEN_BYTES};
 use crate::kubernetes::client::testing::{FakeApiServer, Reply};
 
