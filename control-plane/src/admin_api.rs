@@ -512,6 +512,7 @@ fn policy_status(e: PolicyError) -> Status {
             ))
         }
         PolicyError::NotFound(e) => Status::not_found(e.to_string()),
+        PolicyError::Managed(_) => Status::failed_precondition(e.to_string()),
         PolicyError::Store(e) => store_status(e),
         PolicyError::Corrupt { .. } => {
             tracing::error!(error = %e, "policy store unreadable");

@@ -110,6 +110,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Registry::persistent(config.svid_ttl, store.clone())
             .context("loading the workload registry")?,
     );
+    // With `--k8s-watch`, proxies get discovery and policy only once the pods and the
+    // AuthorizationPolicy resources have been listed (see `kubernetes::watch`).
+    let k8s_watch = match &config.k8s_watch {
+        Some(watch_config) => {
+            registry.await_kubernetes();
+            policies.await_kubernetes();
+            let client = config
+                .k8s
+                .client()
+                .context("building the Kubernetes API client for --k8s-watch")?;
+            Some(tokio::spawn(crate::kubernetes::watch::run(
+                client,
+                watch_config.clone(),
+                registry.clone(),
+                policies.clone(),
+                metrics.clone(),
+                shutdown_signal(),
+            )))
+        }
+        None => None,
+    };
     let mesh_api = MeshApi::new(
         ca.clone(),
         registry.clone(),
@@ -195,6 +216,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (a, b) = tokio::join!(identity_server, admin_server);
     a.context("identity API server")?;
     b.context("admin API server")?;
+    if let Some(watchers) = k8s_watch {
+        // They stop on the same signal; a panic there is reported, not propagated.
+        if watchers.await.is_err() {
+            tracing::error!("the Kubernetes watchers ended abnormally");
+        }
+    }
     let _ = std::fs::remove_file(&config.admin_socket);
     tracing::info!("control plane stopped");
     Ok(())

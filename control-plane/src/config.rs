@@ -81,6 +81,9 @@ pub struct Args {
     /// The sidecar injection webhook (`--webhook-*`, `--inject-*`).
     #[command(flatten)]
     pub webhook: crate::kubernetes::webhook::WebhookArgs,
+    /// The Kubernetes watchers (`--k8s-watch`).
+    #[command(flatten)]
+    pub k8s_watch: crate::kubernetes::watch::WatchArgs,
 }
 
 /// Validated control-plane configuration.
@@ -101,6 +104,8 @@ pub struct Config {
     pub k8s: kubernetes::KubeConfig,
     /// The injection webhook, when `--webhook-listen` is set.
     pub webhook: Option<crate::kubernetes::webhook::WebhookConfig>,
+    /// The Kubernetes watchers, when `--k8s-watch` is set.
+    pub k8s_watch: Option<crate::kubernetes::watch::WatchConfig>,
 }
 
 /// Paths of an externally managed issuer (e.g. written by cert-manager).
@@ -183,6 +188,7 @@ impl Args {
             }
         }
         let k8s = self.k8s.validate()?;
+        let k8s_watch = self.k8s_watch.validate(&trust_domain, &k8s)?;
         Ok(Config {
             data_dir: self.data_dir,
             trust_domain,
@@ -197,6 +203,7 @@ impl Args {
             mesh_default: self.mesh_default,
             k8s,
             webhook,
+            k8s_watch,
         })
     }
 }

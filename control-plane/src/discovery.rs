@@ -10,6 +10,15 @@
 //! control-plane restart or a network blip does not vanish from everyone's view in the
 //! meantime), and the registry is persisted through the store so a restarted control
 //! plane serves the same view at once.
+//!
+//! With `--k8s-watch`, the Kubernetes API is a second, authoritative source
+//! (`kubernetes`): every IP of a meshed pod maps to the pod's service-account identity.
+//! A proxy cannot register an address a pod of another identity owns, and an existing
+//! registration conflicting with a pod is hidden from the snapshot.
+
+mod kubernetes;
+
+pub use kubernetes::KubernetesPod;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -57,7 +66,8 @@ pub struct Snapshot {
 /// Registration refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RegisterError {
-    /// Another identity holds this address:port with a live session.
+    /// Another identity holds this address:port with a live session, or a Kubernetes
+    /// pod of another identity owns the address.
     #[error("{address}:{port} is registered by {holder}")]
     AddressTaken {
         address: IpAddr,
@@ -73,6 +83,9 @@ pub enum RegisterError {
 pub struct Registry {
     state: Mutex<State>,
     tx: watch::Sender<Arc<Snapshot>>,
+    /// Whether the view is complete: false from [`Self::await_kubernetes`] until the
+    /// pods have been listed once. Proxies get no discovery before.
+    complete: watch::Sender<bool>,
     retention: Duration,
     /// Write-through persistence (best effort: a failed write is logged, the in-memory
     /// registry stays authoritative for this run).
@@ -85,6 +98,8 @@ struct State {
     next_session: u64,
     /// Keyed by (address, inbound port).
     entries: HashMap<(IpAddr, u16), Entry>,
+    /// Meshed pods read from the Kubernetes API.
+    pods: kubernetes::Pods,
 }
 
 impl Registry {
@@ -93,6 +108,7 @@ impl Registry {
         Self {
             state: Mutex::new(State::default()),
             tx: watch::Sender::new(Arc::new(Snapshot::default())),
+            complete: watch::Sender::new(true),
             retention,
             store: None,
         }
@@ -155,7 +171,27 @@ impl Registry {
     }
 
     fn publish(&self, st: &State) {
-        let mut workloads: Vec<Registration> = st.entries.values().map(|e| e.reg.clone()).collect();
+        // A registration at an address a pod of another identity owns is hidden: the
+        // Kubernetes API assigned that address, the registration is stale or worse.
+        let mut workloads: Vec<Registration> = st
+            .entries
+            .values()
+            .filter(|e| {
+                st.pods
+                    .owner(e.reg.address)
+                    .is_none_or(|pod| pod.spiffe_id == e.reg.spiffe_id)
+            })
+            .map(|e| e.reg.clone())
+            .collect();
+        // A pod's address its own proxy registered is listed once, as registered (with
+        // the proxy's real inbound and application ports).
+        let registered: std::collections::HashSet<IpAddr> =
+            workloads.iter().map(|r| r.address).collect();
+        workloads.extend(
+            st.pods
+                .registrations()
+                .filter(|r| !registered.contains(&r.address)),
+        );
         workloads.sort_by(|a, b| {
             (a.service.as_str(), a.address, a.inbound_port).cmp(&(
                 b.service.as_str(),
@@ -185,6 +221,18 @@ impl Registry {
         }
         validate_service(&reg.service).map_err(RegisterError::Invalid)?;
         let mut st = self.lock();
+        if let Some(pod) = st.pods.owner(reg.address)
+            && pod.spiffe_id != reg.spiffe_id
+        {
+            return Err(RegisterError::AddressTaken {
+                address: reg.address,
+                port: reg.inbound_port,
+                holder: format!(
+                    "{} (Kubernetes pod {}/{})",
+                    pod.spiffe_id, pod.namespace, pod.name
+                ),
+            });
+        }
         let key = (reg.address, reg.inbound_port);
         if let Some(existing) = st.entries.get(&key)
             && existing.reg.spiffe_id != reg.spiffe_id

@@ -6,7 +6,9 @@
 //! | `client`     | minimal HTTPS client for the API server (JSON GET/POST, watch) |
 //! | `inject`     | sidecar injection: AdmissionReview in, JSON Patch out (pure)   |
 //! | `webhook`    | the injection webhook's HTTPS server (`--webhook-listen`)      |
+//! | `watch`      | list+watch of Pods (discovery) and AuthorizationPolicy resources (policy) |
 
 pub mod client;
 pub mod inject;
+pub mod watch;
 pub mod webhook;

@@ -223,10 +223,18 @@ impl Mesh for MeshApi {
         let mut policy_rx = self.policies.subscribe();
         let mesh_default = self.policies.mesh_default();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (registry, policies) = (self.registry.clone(), self.policies.clone());
         tokio::spawn(async move {
             let _guard = guard;
             let deadline = tokio::time::sleep(expiry);
             tokio::pin!(deadline);
+            // With `--k8s-watch`, nothing until the pods and the policy resources have
+            // been listed: a view without them could open what they close.
+            tokio::select! {
+                _ = async { registry.wait_complete().await; policies.wait_complete().await } => {}
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+            }
             // Policy first, so a proxy that becomes ready has its policy.
             let mut send_policy = true;
             let mut send_discovery = true;

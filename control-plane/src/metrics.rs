@@ -45,6 +45,30 @@ pub struct CaLabels {
     pub state: String,
 }
 
+/// `resource` label of the Kubernetes watchers (`pods`, `authorizationpolicies`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: &'static str,
+}
+
+/// Labels of a Kubernetes watch restart.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchRestartLabels {
+    pub resource: &'static str,
+    /// `closed` (the server's timeout), `gone` (410: relist), `error_event`,
+    /// `watch_failed`, `stream_error`, `idle`, `malformed_line`, `undecodable_object`,
+    /// `unknown_event`, `apply_failed`, `list_failed`.
+    pub reason: &'static str,
+}
+
+/// Labels of a Kubernetes watch event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchEventLabels {
+    pub resource: &'static str,
+    /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`, `ERROR`.
+    pub event: &'static str,
+}
+
 /// Every control-plane metric.
 #[derive(Clone)]
 pub struct Metrics {
@@ -58,6 +82,11 @@ pub struct Metrics {
     pub proxies_on_stale_policy: Gauge,
     pub ca_expiry: Family<CaLabels, Gauge>,
     pub ca_expiring_soon: Family<CaLabels, Gauge>,
+    pub k8s_watch_restarts: Family<WatchRestartLabels, Counter>,
+    pub k8s_watch_events: Family<WatchEventLabels, Counter>,
+    pub k8s_last_sync: Family<ResourceLabels, Gauge>,
+    pub k8s_objects: Family<ResourceLabels, Gauge>,
+    pub k8s_invalid_objects: Family<ResourceLabels, Gauge>,
     registry: Arc<Registry>,
 }
 
@@ -76,6 +105,11 @@ impl Metrics {
             proxies_on_stale_policy: Gauge::default(),
             ca_expiry: Family::default(),
             ca_expiring_soon: Family::default(),
+            k8s_watch_restarts: Family::default(),
+            k8s_watch_events: Family::default(),
+            k8s_last_sync: Family::default(),
+            k8s_objects: Family::default(),
+            k8s_invalid_objects: Family::default(),
             registry: Arc::new(Registry::default()),
         };
         r.register(
@@ -128,10 +162,62 @@ impl Metrics {
             "1 when a root or issuer expires within 14 days",
             m.ca_expiring_soon.clone(),
         );
+        r.register(
+            "k8s_watch_restarts",
+            "Kubernetes watches ended and restarted (or relisted), by resource and reason",
+            m.k8s_watch_restarts.clone(),
+        );
+        r.register(
+            "k8s_watch_events",
+            "Kubernetes watch events received, by resource and type",
+            m.k8s_watch_events.clone(),
+        );
+        r.register(
+            "k8s_last_sync_timestamp_seconds",
+            "When each Kubernetes watcher last heard from the API server (a list, an event or a bookmark; Unix seconds)",
+            m.k8s_last_sync.clone(),
+        );
+        r.register(
+            "k8s_objects",
+            "Objects read from Kubernetes in force: meshed pods in discovery, AuthorizationPolicy resources in the policy set",
+            m.k8s_objects.clone(),
+        );
+        r.register(
+            "k8s_invalid_objects",
+            "AuthorizationPolicy resources that are invalid and not applied (a previous valid version may be in force)",
+            m.k8s_invalid_objects.clone(),
+        );
         Self {
             registry: Arc::new(r),
             ..m
         }
+    }
+
+    /// Counts a Kubernetes watch restart.
+    pub fn k8s_watch_restart(&self, resource: &'static str, reason: &'static str) {
+        self.k8s_watch_restarts
+            .get_or_create(&WatchRestartLabels { resource, reason })
+            .inc();
+    }
+
+    /// Counts a Kubernetes watch event.
+    pub fn k8s_watch_event(&self, resource: &'static str, event: &'static str) {
+        self.k8s_watch_events
+            .get_or_create(&WatchEventLabels { resource, event })
+            .inc();
+    }
+
+    /// Records that a Kubernetes watcher is in step with the API server now, holding
+    /// `objects` in force and `invalid` refused ones.
+    pub fn k8s_synced(&self, resource: &'static str, objects: usize, invalid: usize) {
+        let labels = ResourceLabels { resource };
+        self.k8s_last_sync
+            .get_or_create(&labels)
+            .set(unix(SystemTime::now()));
+        self.k8s_objects.get_or_create(&labels).set(objects as i64);
+        self.k8s_invalid_objects
+            .get_or_create(&labels)
+            .set(invalid as i64);
     }
 
     /// The metrics in the Prometheus/OpenMetrics text format.

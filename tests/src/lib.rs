@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod explicit;
 pub mod http;
+pub mod kube_api;
 pub mod netns;
 pub mod pcap;
 pub mod pem;

@@ -180,6 +180,28 @@ impl Store {
         })
     }
 
+    /// Records changes to policies kept outside the store (those read from Kubernetes
+    /// resources): one new policy-set version for all of them, and one audit row per
+    /// change (`(action, target, detail)`), atomically. Returns the new version.
+    ///
+    /// The version is shared with stored policies so that proxies see one increasing
+    /// sequence whatever the source of a change, across restarts too.
+    pub fn record_external_policy_changes(
+        &self,
+        who: &str,
+        changes: &[(&str, &str, &str)],
+        now: SystemTime,
+    ) -> Result<u64, StoreError> {
+        self.immediate(|tx| {
+            let next = version(tx)? + 1;
+            for (action, target, detail) in changes {
+                audit_row(tx, now, who, action, target, detail)?;
+            }
+            meta_set(tx, META_POLICY_VERSION, &next.to_string())?;
+            Ok(next)
+        })
+    }
+
     /// Appends an audit row for a change made elsewhere (tokens, CA operations).
     pub fn audit(
         &self,

@@ -25,6 +25,7 @@
 //! kind: AuthorizationPolicy
 //! metadata:
 //!   name: api-allow-web        # DNS-1123 label, unique: the document's key
+//!                              # (k8s/<namespace>/<name>: read from a Kubernetes resource)
 //!   namespace: prod            # optional label for humans; not a scope
 //! spec:
 //!   selector:
@@ -167,6 +168,7 @@ pub use mesh_default::{MeshDefault, ParseMeshDefaultError};
 pub use parse::{DocumentError, parse_documents};
 pub use path::{PathError, normalize_path};
 pub use policy::{
-    API_VERSION, Action, KIND, Policy, RequestMatcher, Rule, Selector, SourceMatcher,
+    API_VERSION, Action, KIND, KUBERNETES_NAME_PREFIX, Policy, RequestMatcher, Rule, Selector,
+    SourceMatcher,
 };
 pub use policy_set::PolicySet;

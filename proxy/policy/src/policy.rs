@@ -27,6 +27,10 @@ pub(crate) use validate::validate;
 pub const API_VERSION: &str = "ferrule.dev/v1alpha1";
 /// The only `kind` this crate accepts.
 pub const KIND: &str = "AuthorizationPolicy";
+/// The prefix of the names the control plane gives the policies it reads from
+/// Kubernetes `AuthorizationPolicy` resources: `k8s/<namespace>/<name>`. Operators'
+/// policies (DNS-1123 labels) can never take such a name.
+pub const KUBERNETES_NAME_PREFIX: &str = "k8s/";
 
 /// One validated `AuthorizationPolicy` document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +43,8 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// `metadata.name`: a DNS-1123 label, the policy's unique key.
+    /// `metadata.name`: a DNS-1123 label, the policy's unique key; or
+    /// `k8s/<namespace>/<name>` for a policy read from a Kubernetes resource.
     pub fn name(&self) -> &str {
         &self.name
     }

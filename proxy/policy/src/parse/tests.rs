@@ -139,6 +139,22 @@ fn json_is_validated_too() {
     assert!(serde_json::from_str::<Policy>(&unknown).is_err());
 }
 
+/// Policies read from Kubernetes resources are named `k8s/<namespace>/<name>`, a form
+/// no operator's name (a DNS-1123 label) can take; it survives the JSON round trip the
+/// control plane and the proxy make.
+#[test]
+fn kubernetes_names_are_accepted_and_round_trip() {
+    let yaml = doc(
+        "k8s/prod/allow-web",
+        &format!("{SELECTOR}  action: ALLOW\n"),
+    );
+    let policies = parse_documents(&yaml).unwrap();
+    assert_eq!(policies[0].name(), "k8s/prod/allow-web");
+    let json = serde_json::to_string(&policies[0]).unwrap();
+    let back: Policy = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, policies[0]);
+}
+
 #[test]
 fn empty_streams_and_documents() {
     assert_eq!(parse_documents("").unwrap(), []);
@@ -191,6 +207,26 @@ fn invalid_cases() -> Vec<(String, &'static str, &'static str)> {
             doc(&"a".repeat(64), &format!("{SELECTOR}  action: ALLOW\n")),
             "metadata.name",
             "at most 63",
+        ),
+        (
+            doc("k8s/prod", &format!("{SELECTOR}  action: ALLOW\n")),
+            "metadata.name",
+            "k8s/<namespace>/<name>",
+        ),
+        (
+            doc("k8s/prod/a/b", &format!("{SELECTOR}  action: ALLOW\n")),
+            "metadata.name",
+            "not a DNS-1123 label",
+        ),
+        (
+            doc("k8s/Prod/a", &format!("{SELECTOR}  action: ALLOW\n")),
+            "metadata.name",
+            "namespace in name \"Prod\" is not a DNS-1123 label",
+        ),
+        (
+            doc("k8s//a", &format!("{SELECTOR}  action: ALLOW\n")),
+            "metadata.name",
+            "namespace in name is empty",
         ),
         (
             doc("p", &format!("{SELECTOR}  action: ALLOW\n"))

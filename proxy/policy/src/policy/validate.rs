@@ -6,7 +6,10 @@ use std::fmt;
 use spiffe::TrustDomain;
 
 use super::raw::{RawPolicy, RawRule, RawSource, RawTo};
-use super::{API_VERSION, Action, KIND, Policy, RequestMatcher, Rule, Selector, SourceMatcher};
+use super::{
+    API_VERSION, Action, KIND, KUBERNETES_NAME_PREFIX, Policy, RequestMatcher, Rule, Selector,
+    SourceMatcher,
+};
 use crate::cidr::Cidr;
 use crate::http::{Method, PathPattern};
 use crate::identity::{IdPrefix, IdSelector, parse_exact_source};
@@ -57,7 +60,7 @@ pub(crate) fn validate(raw: RawPolicy) -> Result<Policy, Vec<FieldError>> {
     if raw.kind != KIND {
         errors.push("kind", format!("must be {KIND:?}, found {:?}", raw.kind));
     }
-    let name = errors.check("metadata.name", dns_label("name", &raw.metadata.name));
+    let name = errors.check("metadata.name", policy_name(&raw.metadata.name));
     let namespace = match &raw.metadata.namespace {
         None => Some(None),
         Some(ns) => errors
@@ -102,6 +105,26 @@ pub(crate) fn validate(raw: RawPolicy) -> Result<Policy, Vec<FieldError>> {
             })
         }
         _ => Err(errors.0),
+    }
+}
+
+/// A policy name: a DNS-1123 label, or `k8s/<namespace>/<name>` (both DNS-1123 labels)
+/// for a policy read from a Kubernetes resource, so that it can never collide with an
+/// operator's policy or with a resource of the same name in another namespace.
+fn policy_name(s: &str) -> Result<String, String> {
+    let Some(rest) = s.strip_prefix(KUBERNETES_NAME_PREFIX) else {
+        return dns_label("name", s);
+    };
+    match rest.split_once('/') {
+        Some((namespace, name)) => {
+            dns_label("namespace in name", namespace)?;
+            dns_label("name", name)?;
+            Ok(s.to_owned())
+        }
+        None => Err(format!(
+            "name {s:?}: names starting with {KUBERNETES_NAME_PREFIX:?} take the form \
+             k8s/<namespace>/<name>"
+        )),
     }
 }
 

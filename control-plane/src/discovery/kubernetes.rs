@@ -1,0 +1,184 @@
+//! Discovery entries read from the Kubernetes API (`--k8s-watch`): one per IP of every
+//! meshed pod, mapping it to the pod's service-account identity.
+//!
+//! The API server assigns pod IPs, so it is the authority on who owns one: a pod's
+//! addresses are published whether or not its proxy has registered (transparent-mode
+//! clients then know the identity to expect from any meshed pod IP, IPv4 and IPv6 alike,
+//! instead of only the address the proxy dialled the control plane from), and a proxy's
+//! registration cannot claim an address a pod of another identity owns.
+//!
+//! Two pods may briefly list one IP (the API server reuses a released address while an
+//! old pod's deletion is still in flight). The newest pod (by `creationTimestamp`, then
+//! namespace/name) owns it: never both, and never none, so the address stays meshed
+//! (a wrong expectation fails the handshake, closed; no expectation would let
+//! passthrough clients send plaintext).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use spiffe::SpiffeId;
+
+use super::{Registration, Registry};
+
+/// A meshed pod as the Kubernetes API describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesPod {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `spiffe://<td>/ns/<namespace>/sa/<serviceAccountName>`.
+    pub spiffe_id: SpiffeId,
+    /// The service name: the service account (the last segment of the SPIFFE ID, as for
+    /// registrations).
+    pub service: String,
+    /// Every IP in `status.podIPs`, canonical, without duplicates.
+    pub addresses: Vec<IpAddr>,
+    /// The injected proxy's inbound (mesh) port.
+    pub inbound_port: u16,
+    /// `metadata.creationTimestamp` (RFC 3339, UTC, so it orders as a string).
+    pub created: String,
+}
+
+impl KubernetesPod {
+    fn key(&self) -> (String, String) {
+        (self.namespace.clone(), self.name.clone())
+    }
+
+    /// The ordering that decides which of two pods owns a shared IP (greater wins).
+    fn rank(&self) -> (&str, &str, &str) {
+        (&self.created, &self.namespace, &self.name)
+    }
+}
+
+/// The pods and, derived from them, the owner of every pod IP.
+#[derive(Default)]
+pub(super) struct Pods {
+    pods: BTreeMap<(String, String), KubernetesPod>,
+    owners: HashMap<IpAddr, (String, String)>,
+}
+
+impl Pods {
+    /// The pod owning `ip`, if any.
+    pub(super) fn owner(&self, ip: IpAddr) -> Option<&KubernetesPod> {
+        self.owners.get(&ip).and_then(|k| self.pods.get(k))
+    }
+
+    /// One registration per owned IP.
+    pub(super) fn registrations(&self) -> impl Iterator<Item = Registration> + '_ {
+        self.owners.iter().filter_map(|(ip, key)| {
+            self.pods.get(key).map(|pod| Registration {
+                spiffe_id: pod.spiffe_id.clone(),
+                service: pod.service.clone(),
+                address: *ip,
+                inbound_port: pod.inbound_port,
+                // Container ports are informational in Kubernetes (an application may
+                // listen on any port), so the pod declares none: any port.
+                app_ports: Vec::new(),
+                proxy_version: String::new(),
+            })
+        })
+    }
+
+    fn rebuild(&mut self) {
+        let mut owners: HashMap<IpAddr, (String, String)> = HashMap::new();
+        for (key, pod) in &self.pods {
+            for ip in &pod.addresses {
+                match owners.get(ip).and_then(|k| self.pods.get(k)) {
+                    Some(other) => {
+                        let (old, new) = if pod.rank() > other.rank() {
+                            (other, pod)
+                        } else {
+                            (pod, other)
+                        };
+                        tracing::warn!(
+                            address = %ip,
+                            owner = %format!("{}/{}", new.namespace, new.name),
+                            other = %format!("{}/{}", old.namespace, old.name),
+                            "two pods list one IP; the newest owns it"
+                        );
+                        if std::ptr::eq(new, pod) {
+                            owners.insert(*ip, key.clone());
+                        }
+                    }
+                    None => {
+                        owners.insert(*ip, key.clone());
+                    }
+                }
+            }
+        }
+        self.owners = owners;
+    }
+}
+
+impl Registry {
+    /// Marks the view incomplete until the pods have been listed once (`--k8s-watch`):
+    /// until then proxies get no discovery at all rather than a view without the pods.
+    pub fn await_kubernetes(&self) {
+        self.complete.send_replace(false);
+    }
+
+    /// Waits until the view is complete (at once without [`Self::await_kubernetes`]).
+    pub async fn wait_complete(&self) {
+        let mut rx = self.complete.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Replaces every Kubernetes pod with `pods` (the complete set after a (re)list)
+    /// and marks the view complete. Returns whether the published view changed.
+    pub fn replace_kubernetes_pods(&self, pods: Vec<KubernetesPod>) -> bool {
+        let changed = self.change_pods(|p| {
+            let next: BTreeMap<_, _> = pods.into_iter().map(|pod| (pod.key(), pod)).collect();
+            if *p == next {
+                return false;
+            }
+            *p = next;
+            true
+        });
+        self.complete.send_replace(true);
+        changed
+    }
+
+    /// Adds or updates one pod. Returns whether anything changed.
+    pub fn upsert_kubernetes_pod(&self, pod: KubernetesPod) -> bool {
+        self.change_pods(|p| {
+            let key = pod.key();
+            if p.get(&key) == Some(&pod) {
+                return false;
+            }
+            p.insert(key, pod);
+            true
+        })
+    }
+
+    /// Removes one pod (deleted, or no longer meshed, running or addressed). Returns
+    /// whether it was there.
+    pub fn remove_kubernetes_pod(&self, namespace: &str, name: &str) -> bool {
+        self.change_pods(|p| {
+            p.remove(&(namespace.to_string(), name.to_string()))
+                .is_some()
+        })
+    }
+
+    /// The Kubernetes pods, by namespace and name.
+    pub fn kubernetes_pods(&self) -> Vec<KubernetesPod> {
+        self.lock().pods.pods.values().cloned().collect()
+    }
+
+    fn change_pods(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<(String, String), KubernetesPod>) -> bool,
+    ) -> bool {
+        let mut st = self.lock();
+        if !f(&mut st.pods.pods) {
+            return false;
+        }
+        st.pods.rebuild();
+        st.version += 1;
+        self.publish(&st);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;
