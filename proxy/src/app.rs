@@ -56,9 +56,25 @@ pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyho
     );
     let identity_status = manager.status();
     // One cap per direction under one shutdown signal: a flood of inbound connections
-    // cannot starve the workload's own outbound connections.
-    let drain = Drain::new(file.limits.max_connections);
-    let outbound_drain = drain.sibling(file.limits.max_connections);
+    // cannot starve the workload's own outbound connections. Both must fit in the
+    // descriptor limit, or a flood would starve the admin endpoint too (`descriptors`).
+    let max_connections = match crate::descriptors::raise_nofile_limit() {
+        Some(nofile) => {
+            let cap = crate::descriptors::connection_cap(nofile, file.limits.max_connections);
+            if cap < file.limits.max_connections {
+                tracing::info!(
+                    configured = file.limits.max_connections,
+                    cap,
+                    nofile,
+                    "limits.max_connections lowered to fit the descriptor limit (RLIMIT_NOFILE)"
+                );
+            }
+            cap
+        }
+        None => file.limits.max_connections,
+    };
+    let drain = Drain::new(max_connections);
+    let outbound_drain = drain.sibling(max_connections);
     let authz = Authorizer::new(identity.clone());
     let discovery = Discovery::new();
     let sync_status = watch::Sender::new(SyncStatus::default());

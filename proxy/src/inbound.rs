@@ -74,6 +74,8 @@ pub enum InboundError {
     },
     #[error("TLS handshake timed out")]
     HandshakeTimeout,
+    #[error("too many handshakes in progress (limits.max_handshakes)")]
+    HandshakeCap,
     #[error("TLS without ALPN ferrule/1 on the mesh port")]
     NotMeshAlpn,
     #[error("peer certificate has no usable SPIFFE ID")]
@@ -112,6 +114,7 @@ impl InboundError {
             Self::Detect(_) => "detect",
             Self::Handshake { reason, .. } => reason,
             Self::HandshakeTimeout => "timeout",
+            Self::HandshakeCap => "handshake_cap",
             Self::NotMeshAlpn => "no_mesh_alpn",
             Self::NoPeerIdentity => "no_spiffe_id",
             Self::Hop(_) => "hop_header",
@@ -130,6 +133,9 @@ impl InboundError {
 /// The inbound proxy.
 pub struct Inbound {
     settings: InboundSettings,
+    /// Connections not yet past detection, handshake and hop header
+    /// (`limits.max_handshakes`).
+    handshakes: Arc<tokio::sync::Semaphore>,
     acceptor: TlsAcceptor,
     authz: Authorizer,
     metrics: Metrics,
@@ -162,6 +168,7 @@ impl Inbound {
         Ok(Self {
             clients: http::clients(settings.limits.connect_timeout),
             acceptor: TlsAcceptor::from(config),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_handshakes)),
             authz,
             metrics,
             settings,
@@ -184,7 +191,7 @@ impl Inbound {
                 }
             };
             let Some(guard) = drain.try_track() else {
-                tracing::warn!(%remote, limit = self.settings.limits.max_connections, "inbound connection refused: connection cap reached");
+                tracing::warn!(%remote, limit = drain.max(), "inbound connection refused: connection cap reached");
                 self.metrics.failure("inbound", "connection_cap");
                 continue;
             };
@@ -213,6 +220,13 @@ impl Inbound {
     ) -> Result<crate::io::CopyStats, InboundError> {
         let _ = tcp.set_nodelay(true);
         let limits = &self.settings.limits;
+        // Held until the peer is authenticated (or found to be plaintext); each phase
+        // before that has its own deadline.
+        let handshake = self
+            .handshakes
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| InboundError::HandshakeCap)?;
         // For a connection that was not redirected, SO_ORIGINAL_DST is the socket's own
         // address: treat it as a direct (explicit-style) connection to the mesh port.
         let original = match self.settings.mode {
@@ -268,6 +282,7 @@ impl Inbound {
                 }
                 let (addr, _mode, protocol) = self.target(port, original)?;
                 let peer = Peer::Authenticated(peer_id);
+                drop(handshake);
                 self.forward(tls, peer, port, addr, protocol, "mtls").await
             }
             // Plaintext, silence, or an application's own TLS (transparent mode).
@@ -283,6 +298,7 @@ impl Inbound {
                 }
                 tracing::Span::current().record("peer", "unauthenticated");
                 let peer = Peer::Unauthenticated(remote.ip().to_canonical());
+                drop(handshake);
                 self.forward(io, peer, port, addr, protocol, "plaintext")
                     .await
             }
@@ -324,7 +340,13 @@ impl Inbound {
             };
             let _m = self.metrics.open(labels);
             if let Err(e) = http::serve(io, ctx).await {
-                tracing::debug!(error = %e, "inbound HTTP connection ended with an error");
+                let (reason, abuse) = http::error_reason(&*e);
+                let error = http::error_chain(&*e);
+                if abuse {
+                    tracing::info!(reason, %error, "inbound HTTP connection closed on a client error");
+                } else {
+                    tracing::debug!(reason, %error, "inbound HTTP connection ended with an error");
+                }
             }
             return Ok(crate::io::CopyStats::default());
         }

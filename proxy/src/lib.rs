@@ -21,6 +21,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod control;
+pub mod descriptors;
 pub mod discovery;
 pub mod drain;
 pub mod hop;

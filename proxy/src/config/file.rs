@@ -25,7 +25,8 @@
 //!   handshake_timeout: 10s
 //!   detect_timeout: 1s
 //!   idle_timeout: 0s        # 0 = no idle timeout
-//!   max_connections: 10000
+//!   max_connections: 10000 # per direction; lowered to fit RLIMIT_NOFILE
+//!   max_handshakes: 1024    # inbound connections before their mTLS handshake completes
 //!   shutdown_grace: 10s
 //! tls:
 //!   tls13_only: false
@@ -169,6 +170,10 @@ pub struct Limits {
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Inbound connections still in protocol detection, the TLS handshake or the hop
+    /// header (unauthenticated, each bounded by its timeout); beyond this, new
+    /// connections are closed at once, so a handshake flood cannot hold every slot.
+    pub max_handshakes: usize,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
 }
@@ -181,6 +186,7 @@ impl Default for Limits {
             detect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::ZERO,
             max_connections: 10_000,
+            max_handshakes: 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -289,6 +295,9 @@ impl FileConfig {
         }
         if self.limits.max_connections == 0 {
             return Err(("limits.max_connections".into(), "must be at least 1".into()));
+        }
+        if self.limits.max_handshakes == 0 {
+            return Err(("limits.max_handshakes".into(), "must be at least 1".into()));
         }
         for (name, d) in [
             ("limits.connect_timeout", self.limits.connect_timeout),

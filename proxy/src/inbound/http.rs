@@ -124,6 +124,40 @@ where
     builder.serve_connection(TokioIo::new(io), svc).await
 }
 
+/// Why [`serve`] ended with an error, as a stable label for logs, and whether the
+/// client misbehaved (an oversized or malformed head, a header read that timed out, an
+/// HTTP/2 protocol or flow-control violation such as rapid reset or a CONTINUATION
+/// flood) rather than simply going away mid-request.
+pub fn error_reason(e: &(dyn std::error::Error + 'static)) -> (&'static str, bool) {
+    let Some(h) = e.downcast_ref::<hyper::Error>() else {
+        return ("io", false);
+    };
+    if h.is_parse_too_large() {
+        ("header_too_large", true)
+    } else if h.is_timeout() {
+        ("header_timeout", true)
+    } else if h.is_parse() {
+        ("malformed_request", true)
+    } else if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+        ("client_closed", false)
+    } else {
+        // HTTP/2: hyper wraps the h2 error (GOAWAY ENHANCE_YOUR_CALM, PROTOCOL_ERROR...).
+        ("protocol_error", true)
+    }
+}
+
+/// `e` and its sources, `: `-separated (hyper's own message alone says "http2 error").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 fn status_class(s: StatusCode) -> &'static str {
     match s.as_u16() {
         100..=199 => "1xx",
