@@ -96,7 +96,8 @@ async fn set_log_level(
     remote: SocketAddr,
 ) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt;
-    if !remote.ip().is_loopback() {
+    // Canonical first: on a dual-stack listener IPv4 loopback arrives as ::ffff:127.0.0.1.
+    if !remote.ip().to_canonical().is_loopback() {
         return text(
             StatusCode::FORBIDDEN,
             "log level changes are accepted from loopback only\n",
