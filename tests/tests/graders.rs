@@ -14,9 +14,9 @@
 //! |-----------------------------------------|-------------|-----|
 //! | proxy inbound (mesh) listener           | REQUIRED    | every mesh hop is mutual TLS |
 //! | control plane identity API (gRPC/TLS)   | OPTIONAL    | a first-contact proxy has no certificate yet; each RPC relying on the caller's identity verifies the chain itself (`control-plane/src/server/tls_listener.rs`) |
+//! | control plane injection webhook (HTTPS) | DISABLED    | the Kubernetes API server calls it without a client certificate (`control-plane/src/kubernetes/webhook.rs`) |
 //!
-//! (The Kubernetes injection webhook's HTTPS listener, issue #9, belongs in this table when
-//! it lands.) Everything targets 127.0.0.1 only.
+//! Everything targets 127.0.0.1 only.
 //!
 //! The policy (`proxy/tls/src/provider.rs`, README "TLS policy"): TLS 1.3 with
 //! AES-256-GCM and ChaCha20-Poly1305 (no AES-128: every Ferrule peer has AES-256 and
@@ -139,11 +139,51 @@ fn control_plane_identity_api_is_graded_with_only_the_policy_suites() {
     assert!(cp.log().contains("identity API TLS handshake failed"));
 }
 
+#[test]
+fn control_plane_injection_webhook_is_graded_with_only_the_policy_suites() {
+    if !tools_present() {
+        return;
+    }
+    let webhook: SocketAddr = format!("127.0.0.1:{}", ferrule_tests::process::free_port())
+        .parse()
+        .unwrap();
+    let cp = ControlPlane::start(CpOptions {
+        extra_args: vec![
+            "--webhook-listen".into(),
+            webhook.to_string(),
+            "--inject-proxy-image".into(),
+            "ferrule/proxy:graders".into(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    ferrule_tests::process::wait_for(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(webhook).ok()
+    })
+    .unwrap_or_else(|| panic!("webhook not listening:\n{}", cp.log()));
+    let dir = tempfile::tempdir().unwrap();
+    let cert = svid(&cp, dir.path());
+    grade(&Target {
+        name: "control plane injection webhook",
+        addr: webhook,
+        client_auth: "DISABLED",
+        cert: &cert,
+        dir: dir.path(),
+    });
+}
+
 /// Runs the three graders against `t` and checks each report, then their union.
 fn grade(t: &Target) {
-    let sslyze = sslyze(t);
-    let testssl = testssl(t);
-    let nmap = nmap(t);
+    // The three run at once (each waits on the network far more than it computes).
+    let (sslyze, testssl, nmap) = std::thread::scope(|s| {
+        let a = s.spawn(|| sslyze(t));
+        let b = s.spawn(|| testssl(t));
+        let c = s.spawn(|| nmap(t));
+        let join = |h: std::thread::ScopedJoinHandle<'_, Found>| {
+            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+        };
+        (join(a), join(b), join(c))
+    });
     let mut tls12 = BTreeSet::new();
     for f in [&sslyze, &testssl, &nmap] {
         tls12.extend(f.get("TLS_1_2"));
