@@ -451,7 +451,21 @@ impl WorkloadsAndChecks for AdminApi {
                     acked_discovery_version: e.acked_discovery,
                     acked_policy_version: e.acked_policy,
                     proxy_version: e.reg.proxy_version.clone(),
+                    kubernetes_pod: String::new(),
                 })
+                .chain(self.registry.kubernetes_pods().into_iter().flat_map(|pod| {
+                    pod.addresses
+                        .clone()
+                        .into_iter()
+                        .map(move |ip| pb::WorkloadInfo {
+                            spiffe_id: pod.spiffe_id.to_string(),
+                            service: pod.service.clone(),
+                            address: ip.to_string(),
+                            inbound_port: u32::from(pod.inbound_port),
+                            kubernetes_pod: format!("{}/{}", pod.namespace, pod.name),
+                            ..Default::default()
+                        })
+                }))
                 .collect(),
         })
     }

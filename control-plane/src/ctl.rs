@@ -70,7 +70,8 @@ pub enum Command {
     Ca(CaCommand),
     /// Every identity's current certificate, issuer and expiry, sorted by expiry.
     Certs,
-    /// Registered workloads: identity, address, session, certificate expiry, versions.
+    /// Registered workloads: identity, address, session, certificate expiry, versions;
+    /// with `--k8s-watch`, also every meshed pod IP read from Kubernetes.
     Workloads,
     /// Health checks; exits 1 if any fails (there are no warnings).
     Check,
@@ -437,6 +438,7 @@ async fn dispatch(client: &mut Client, cli: &Cli) -> Result<ExitCode, tonic::Sta
                             "discovery_version": w.acked_discovery_version,
                             "policy_version": w.acked_policy_version,
                             "proxy_version": w.proxy_version,
+                            "kubernetes_pod": w.kubernetes_pod,
                         })
                     })
                     .collect();
@@ -455,7 +457,9 @@ async fn dispatch(client: &mut Client, cli: &Cli) -> Result<ExitCode, tonic::Sta
                         w.spiffe_id.clone(),
                         w.service.clone(),
                         format!("{}:{}", w.address, w.inbound_port),
-                        if w.connected {
+                        if !w.kubernetes_pod.is_empty() {
+                            format!("pod {}", w.kubernetes_pod)
+                        } else if w.connected {
                             "connected".into()
                         } else {
                             format!("gone since {}", fmt_unix(w.since_unix))

@@ -478,6 +478,14 @@ mod e2e {
             )
         });
 
+        let workloads = cp.ctl_ok(&["workloads"]).unwrap();
+        assert!(
+            workloads.lines().any(|l| l.contains(API)
+                && l.contains("127.0.0.2")
+                && l.contains("pod default/api-0")),
+            "{workloads}"
+        );
+
         fake.delete(PODS, "default", "api-0");
         wait_for(Duration::from_secs(20), || {
             (!echoes(upstream)).then_some(())

@@ -160,6 +160,11 @@ impl Registry {
         })
     }
 
+    /// How many Kubernetes pods are in discovery.
+    pub fn kubernetes_pod_count(&self) -> usize {
+        self.lock().pods.pods.len()
+    }
+
     /// The Kubernetes pods, by namespace and name.
     pub fn kubernetes_pods(&self) -> Vec<KubernetesPod> {
         self.lock().pods.pods.values().cloned().collect()

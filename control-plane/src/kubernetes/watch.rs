@@ -55,8 +55,9 @@ pub struct WatchConfig {
     pub root_namespace: String,
     /// Items per list page.
     pub page_size: u32,
-    /// `timeoutSeconds` asked of the server for each watch; a watch with no line for
-    /// this long plus a minute is considered dead.
+    /// `timeoutSeconds` asked of the server for each watch (plus up to 20 % jitter, so
+    /// that watches do not all restart together); a watch with no line for that long
+    /// plus a minute is considered dead.
     pub watch_timeout: Duration,
     /// First and longest delay between failed attempts.
     pub backoff: (Duration, Duration),
@@ -304,7 +305,10 @@ pub async fn list_watch<S: Sink>(
         metrics.k8s_watch_restart(S::RESOURCE, reason);
     };
     loop {
-        let Some(path) = cursor.watch_path::<S>(config.watch_timeout) else {
+        let timeout = config
+            .watch_timeout
+            .mul_f64(1.0 + rand::random::<f64>() * 0.2);
+        let Some(path) = cursor.watch_path::<S>(timeout) else {
             match list::<S>(client, &mut cursor, &mut sink, config.page_size).await {
                 Ok(()) => {
                     let (objects, invalid) = sink.tracked();
@@ -329,11 +333,12 @@ pub async fn list_watch<S: Sink>(
         let mut progressed = false;
         let next = match client.watch_lines(&path).await {
             Ok(lines) => {
+                let idle = timeout + Duration::from_secs(60);
                 watch_stream(
                     lines,
                     &mut cursor,
                     &mut sink,
-                    config,
+                    idle,
                     metrics,
                     &mut progressed,
                 )
@@ -371,11 +376,10 @@ async fn watch_stream<S: Sink>(
     mut lines: WatchLines,
     cursor: &mut Cursor,
     sink: &mut S,
-    config: &WatchConfig,
+    idle: Duration,
     metrics: &Metrics,
     progressed: &mut bool,
 ) -> Next {
-    let idle = config.watch_timeout + Duration::from_secs(60);
     loop {
         let line = match tokio::time::timeout(idle, lines.next()).await {
             Err(_) => return Next::Rewatch("idle"),

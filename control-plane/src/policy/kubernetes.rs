@@ -60,6 +60,14 @@ impl PolicyService {
             .map(|e| e.policy.clone())
     }
 
+    /// How many Kubernetes policies are in force.
+    pub fn kubernetes_count(&self) -> usize {
+        self.external
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// The names of the Kubernetes policies in force.
     pub fn kubernetes_names(&self) -> Vec<String> {
         self.external

@@ -266,6 +266,6 @@ impl Sink for PodSink {
     }
 
     fn tracked(&self) -> (usize, usize) {
-        (self.registry.kubernetes_pods().len(), 0)
+        (self.registry.kubernetes_pod_count(), 0)
     }
 }

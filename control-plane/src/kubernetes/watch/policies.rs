@@ -196,6 +196,6 @@ impl Sink for PolicySink {
     }
 
     fn tracked(&self) -> (usize, usize) {
-        (self.policies.kubernetes_names().len(), self.invalid.len())
+        (self.policies.kubernetes_count(), self.invalid.len())
     }
 }
