@@ -38,15 +38,16 @@ from hyperframe.frame import ContinuationFrame, HeadersFrame
 def connect(args):
     host, port = args.addr.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=10)
-    if args.cert:
+    if args.cert or args.ca:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         # The server proves a SPIFFE ID (a URI SAN), not a host name: verify the chain
         # against the mesh's bundle and skip the host-name check.
         ctx.check_hostname = False
         ctx.load_verify_locations(args.ca)
-        ctx.load_cert_chain(args.cert, args.key)
-        ctx.set_alpn_protocols(["ferrule/1"])
+        if args.cert:
+            ctx.load_cert_chain(args.cert, args.key)
+        ctx.set_alpn_protocols([args.alpn])
         sock = ctx.wrap_socket(sock)
     if args.hop_port:
         # proxy/src/hop.rs: "FRL1" | port (u16 BE) | 0x0000
@@ -208,9 +209,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("attack", choices=["request", "rapid-reset", "continuation"])
     p.add_argument("--addr", required=True, help="host:port (127.0.0.1 only)")
-    p.add_argument("--cert", help="client certificate chain (PEM); enables mTLS")
+    p.add_argument("--cert", help="client certificate chain (PEM), with --ca")
     p.add_argument("--key", help="client key (PEM)")
-    p.add_argument("--ca", help="trust bundle (PEM) the server must chain to")
+    p.add_argument("--ca", help="trust bundle (PEM) the server must chain to; enables TLS")
+    p.add_argument("--alpn", default="ferrule/1", help="ALPN to offer over TLS")
     p.add_argument("--hop-port", type=int, help="send a Ferrule hop header for this port")
     p.add_argument("--authority", default="api")
     p.add_argument("--path", default="/")

@@ -5,7 +5,9 @@
 //!   `tests/probes/h2_flood.py` (Python `h2`) over the mTLS hop with a real SVID: the
 //!   proxy's HTTP/2 server sits behind the mesh listener, so an attacker with any mesh
 //!   identity reaches it. (The client side, web's upstream port, is an opaque relay: it
-//!   carries the same frames to the same server.)
+//!   carries the same frames to the same server.) The same probes, anonymous, against the
+//!   control plane's two HTTP/2 servers: the identity API (client certificates are
+//!   optional there) and the injection webhook.
 //! * slowloris (PyPI) against the plaintext HTTP listeners (the proxy's admin endpoint,
 //!   the control plane's metrics endpoint, and web's upstream port, behind which api's
 //!   L7 server reads the headers), and TLS handshakes that never complete against the
@@ -240,6 +242,116 @@ fn http2_continuation_flood_is_cut_off_and_the_proxy_keeps_serving() {
     );
     assert_logged(&l7.m.api, "protocol_error");
     assert_recovered(&mut l7, before, "CONTINUATION flood");
+}
+
+/// Runs the HTTP/2 probe over TLS with ALPN h2 and no client certificate (anyone who can
+/// reach the port), against a control-plane listener; returns its JSON report.
+fn h2_probe_anonymous(addr: SocketAddr, bundle: &std::path::Path, args: &[&str]) -> Option<Value> {
+    let python = tools::python_with(&["h2"])?;
+    let mut cmd = Command::new(python);
+    cmd.arg(tools::probe("h2_flood.py"))
+        .args(args)
+        .arg("--addr")
+        .arg(addr.to_string())
+        .arg("--ca")
+        .arg(bundle)
+        .args(["--alpn", "h2"]);
+    let ran = tools::run(cmd, Duration::from_secs(120));
+    assert!(
+        !ran.timed_out && ran.output.status.success(),
+        "h2_flood.py {args:?}: {ran:#?}"
+    );
+    let report: Value = serde_json::from_str(ran.stdout().trim())
+        .unwrap_or_else(|e| panic!("h2_flood.py output ({e}): {ran:#?}"));
+    eprintln!("h2_flood.py {addr} {args:?}: {report}");
+    Some(report)
+}
+
+#[test]
+fn control_plane_http2_servers_cut_off_rapid_reset_and_continuation_floods() {
+    // The identity API (gRPC; client certificates optional, so reachable by anyone)
+    // and the injection webhook (no client authentication) both speak HTTP/2 over TLS.
+    let webhook: SocketAddr = format!("127.0.0.1:{}", ferrule_tests::process::free_port())
+        .parse()
+        .unwrap();
+    let mut cp = ferrule_tests::ControlPlane::start(CpOptions {
+        extra_args: vec![
+            "--webhook-listen".into(),
+            webhook.to_string(),
+            "--inject-proxy-image".into(),
+            "ferrule/proxy:limits".into(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    wait_for(Duration::from_secs(20), || TcpStream::connect(webhook).ok())
+        .unwrap_or_else(|| panic!("webhook not listening:\n{}", cp.log()));
+    let bundle = cp.bundle_file();
+    let pid = cp.pid().unwrap();
+    let before = tools::vm_rss_kib(pid).unwrap();
+    for (name, addr, path) in [
+        (
+            "identity API",
+            cp.addr,
+            "/ferrule.identity.v1.Identity/Nothing",
+        ),
+        ("injection webhook", webhook, "/healthz"),
+    ] {
+        // Control: one request gets an answer (gRPC answers every path with 200 and a
+        // grpc-status), so a cut-off below is the server's doing.
+        let Some(ok) = h2_probe_anonymous(addr, &bundle, &["request", "--path", path]) else {
+            return;
+        };
+        assert_eq!(ok["responses"], serde_json::json!(["200"]), "[{name}] {ok}");
+        let report =
+            h2_probe_anonymous(addr, &bundle, &["rapid-reset", "--streams", "20000"]).unwrap();
+        assert!(
+            report["closed_by_server"] == true || report["goaway"]["error_code"] == 0xb,
+            "[{name}] rapid reset was not cut off: {report}"
+        );
+        assert!(
+            report["streams_sent"].as_u64().unwrap() < 20_000,
+            "[{name}] all 20,000 streams went through: {report}"
+        );
+        let budget = 32u64 << 20;
+        let report = h2_probe_anonymous(
+            addr,
+            &bundle,
+            &["continuation", "--bytes", &budget.to_string()],
+        )
+        .unwrap();
+        assert!(
+            report["closed_by_server"] == true || !report["goaway"].is_null(),
+            "[{name}] the server kept accepting CONTINUATION frames: {report}"
+        );
+        assert!(
+            report["header_bytes_sent"].as_u64().unwrap() < budget / 2,
+            "[{name}] most of the flood was accepted: {report}"
+        );
+        // And it still serves.
+        let again = h2_probe_anonymous(addr, &bundle, &["request", "--path", path]).unwrap();
+        assert_eq!(
+            again["responses"],
+            serde_json::json!(["200"]),
+            "[{name}] {again}"
+        );
+    }
+    assert!(
+        cp.exited().is_none(),
+        "the control plane exited:\n{}",
+        cp.log()
+    );
+    let after = tools::vm_rss_kib(pid).unwrap();
+    assert!(
+        after < before + RSS_GROWTH_LIMIT_KIB,
+        "the control plane's resident memory grew from {before} KiB to {after} KiB"
+    );
+    assert_eq!(
+        ferrule_tests::http::get(cp.metrics_addr, "/healthz")
+            .map(|r| r.0)
+            .ok(),
+        Some(200)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
