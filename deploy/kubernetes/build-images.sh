@@ -70,7 +70,11 @@ for entry in "${IMAGES[@]}"; do
     if command -v strip >/dev/null 2>&1; then strip -o "$ctx/$name/$b" "$BIN/$b"; else cp "$BIN/$b" "$ctx/$name/$b"; fi
   done
   log "building image $PREFIX/$name:$TAG"
-  docker build --quiet --pull=false -t "$PREFIX/$name:$TAG" -f "$dockerfile" "$ctx/$name" >/dev/null
+  # (The legacy builder's deprecation notice is noise here: FROM scratch needs nothing
+  # BuildKit adds.)
+  docker build --quiet --pull=false -t "$PREFIX/$name:$TAG" -f "$dockerfile" "$ctx/$name" >/dev/null \
+    2> >(grep -v -e 'legacy builder is deprecated' -e 'Install the buildx' \
+                 -e 'docs.docker.com/go/buildx' -e '^ *$' >&2 || true)
   built+=("$PREFIX/$name:$TAG")
 done
 

@@ -13,7 +13,11 @@
 # 3. The CRD schema and the policy engine agree: policy fixtures the CRD schema accepts
 #    are accepted by the real control plane (`ferrulectl validate`), and those it
 #    refuses are refused by the control plane too.
-# 4. checkov on deploy/kubernetes: no finding unless suppressed with a reason
+# 4. install.sh's kubectl commands, against a recording stand-in for kubectl.
+# 5. The example's pods through the real injection webhook (tests/ci/k8s_inject.py): the
+#    TLS name and trust the API server would check, the JSON Patch applied, the injected
+#    pods valid against the Kubernetes schemas, a second pass changing nothing.
+# 6. checkov on deploy/kubernetes: no finding unless suppressed with a reason
 #    (checkov.io/skipN annotations on the object).
 #
 # Python tools come from tests/ci/python-tools.sh (FERRULE_TOOLS_BIN when tests/run.sh
@@ -78,15 +82,18 @@ fi
 echo "== k8s-validate: the CRD schema and the policy engine agree"
 n_invalid=$("$PY" tests/ci/k8s_validate.py . --engine-documents "$tmp/valid.yaml" "$tmp/invalid.yaml")
 port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+webhook=127.0.0.1:$(port)
 "$CP" --data-dir "$tmp/cp" --trust-domain cluster.local --listen "127.0.0.1:$(port)" \
-  --metrics-listen "127.0.0.1:$(port)" >"$tmp/cp.log" 2>&1 &
+  --metrics-listen "127.0.0.1:$(port)" --webhook-listen "$webhook" \
+  --inject-proxy-image ferrule/proxy:0.1.0 >"$tmp/cp.log" 2>&1 &
 cp_pid=$!
+up() { [ -S "$tmp/cp/admin.sock" ] && (exec 3<>"/dev/tcp/${webhook%:*}/${webhook#*:}") 2>/dev/null; }
 for _ in $(seq 100); do
-  [ -S "$tmp/cp/admin.sock" ] && break
+  up && break
   kill -0 "$cp_pid" 2>/dev/null || { cat "$tmp/cp.log" >&2; exit 1; }
   sleep 0.1
 done
-[ -S "$tmp/cp/admin.sock" ] || { echo "ERROR the control plane did not start" >&2; cat "$tmp/cp.log" >&2; exit 1; }
+up || { echo "ERROR the control plane did not start" >&2; cat "$tmp/cp.log" >&2; exit 1; }
 ctl() { "$CTL" --socket "$tmp/cp/admin.sock" "$@"; }
 if ! ctl validate -f "$tmp/valid.yaml" >"$tmp/valid.out" 2>&1; then
   echo "ERROR the policy engine refuses documents the CRD schema accepts:" >&2
@@ -145,6 +152,10 @@ assert bundle.startswith(b"-----BEGIN CERTIFICATE-----")
 print(f"install.sh: {len(calls)} kubectl calls in order; KEK 32 bytes via a 0600 file; "
       "caBundle = the control plane's trust bundle")
 CHECK
+
+echo "== k8s-validate: the example's pods through the injection webhook"
+"$PY" tests/ci/k8s_inject.py "$tmp/cp/bundle.pem" "$webhook" 1.29,latest \
+  deploy/kubernetes/examples/api.yaml deploy/kubernetes/examples/web.yaml
 
 echo "== k8s-validate: checkov"
 "$BIN/checkov" --directory deploy/kubernetes --framework kubernetes --skip-download \
