@@ -31,6 +31,7 @@
 //!     tcp dport 15001 return
 //!     tcp dport 15006 return
 //!     tcp dport 22 return                    # one rule per --skip-inbound-ports entry
+//!     ip saddr 10.0.0.5 tcp dport 8080 return  # one rule per --probe-sources x --probe-ports
 //!     meta l4proto tcp redirect to :15006    # everything else -> inbound listener
 //!   }
 //! }
@@ -56,6 +57,9 @@
 //! * **Skip lists** (`--skip-cidrs`, `--skip-outbound-ports`, `--skip-inbound-ports`) are
 //!   the escape hatches for traffic the mesh must not touch (the control plane, the
 //!   cloud metadata service, a database speaking its own TLS, SSH).
+//! * **Probe ports** (`--probe-ports` with `--probe-sources`, see [`probe`]) are skipped
+//!   only for connections from the given sources (the node, for kubelet probes); from
+//!   anywhere else they are redirected like any port. No source, no exemption.
 //!
 //! Known trade-offs:
 //!
@@ -101,6 +105,7 @@ mod args;
 pub mod iptables;
 mod netlink;
 pub mod nft;
+pub mod probe;
 pub mod rules;
 pub mod validate;
 
@@ -114,6 +119,7 @@ use std::process::ExitCode;
 
 pub use args::{Backend, InitArgs, InitConfig};
 pub use netlink::NetlinkError;
+pub use probe::ProbeSource;
 pub use rules::{Cidr, CidrError};
 
 use iptables::IptablesError;
@@ -197,7 +203,8 @@ pub struct Removed {
 /// Installs (or replaces) the interception rules in the current network namespace with
 /// the configured backend. Does not validate: see [`validate::validate_redirect`].
 pub fn install(config: &InitConfig) -> Result<Installed, InitError> {
-    let rules = rules::RuleSet::from_config(config);
+    let probe_sources = probe_sources(config);
+    let rules = rules::RuleSet::from_config(config, &probe_sources);
     match config.backend {
         Backend::Nft => {
             nft::install(&rules)?;
@@ -219,6 +226,33 @@ pub fn install(config: &InitConfig) -> Result<Installed, InitError> {
             }
         },
     }
+}
+
+/// Resolves `--probe-sources` when there are probe ports to exempt, and says what the
+/// exemption will be. No source: no exemption (fail closed), with a warning.
+fn probe_sources(config: &InitConfig) -> Vec<Cidr> {
+    if config.probe_ports.is_empty() || !config.inbound {
+        return Vec::new();
+    }
+    let sources = probe::resolve(&config.probe_sources);
+    let ports = config
+        .probe_ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    if sources.is_empty() {
+        tracing::warn!(
+            probe_ports = %ports,
+            given = ?config.probe_sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "no probe source: the probe ports are NOT exempted from inbound capture (fail \
+             closed); plaintext probes to them will fail"
+        );
+    } else {
+        let list = sources.iter().map(ToString::to_string).collect::<Vec<_>>();
+        tracing::info!(probe_ports = %ports, sources = %list.join(","), "probe ports exempted for these sources only");
+    }
+    sources
 }
 
 /// Removes what [`install`] created (and nothing else) from the current network namespace.

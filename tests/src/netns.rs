@@ -389,3 +389,30 @@ pub fn bridge(hub: &NetNs, members: &[&NetNs], subnet: u8) -> anyhow::Result<Lan
         members: links,
     })
 }
+
+/// A TCP connection made inside `ns` from source address `from` (bound before
+/// connecting, any port) to `to`: how a test makes a namespace with several addresses
+/// (a node's primary address and its address on a pod link) speak from a chosen one.
+pub fn connect_from(
+    ns: &NetNs,
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+) -> anyhow::Result<std::net::TcpStream> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, socket,
+    };
+    use std::os::fd::AsRawFd;
+    ns.enter(|| -> anyhow::Result<std::net::TcpStream> {
+        let family = if from.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+        let local = SockaddrStorage::from(std::net::SocketAddr::new(from, 0));
+        bind(fd.as_raw_fd(), &local).with_context(|| format!("bind {from}"))?;
+        connect(fd.as_raw_fd(), &SockaddrStorage::from(to))
+            .with_context(|| format!("connect from {from} to {to} in {}", ns.name))?;
+        Ok(std::net::TcpStream::from(fd))
+    })?
+}

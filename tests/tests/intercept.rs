@@ -182,6 +182,9 @@ const RULE_FLAGS: &[&str] = &[
     "--skip-outbound-ports=5432",
     "--skip-inbound-ports=22",
     "--proxy-mark=0x539",
+    // 22 is skipped for everyone already: only 8080 gets source-restricted rules.
+    "--probe-ports=8080,22",
+    "--probe-sources=10.99.1.1,,fd00:99::1",
 ];
 
 #[test]
@@ -214,6 +217,8 @@ fn nft_backend_installs_the_documented_rules_idempotently() {
             "tcp dport 15001 return",
             "tcp dport 15006 return",
             "tcp dport 22 return",
+            "ip saddr 10.99.1.1 tcp dport 8080 return",
+            "ip6 saddr fd00:99::1 tcp dport 8080 return",
             "meta l4proto tcp redirect to :15006",
         ]
     );
@@ -288,10 +293,12 @@ fn iptables_backend_installs_the_documented_rules_idempotently() {
         "-A FERRULE_OUTPUT -p tcp -j REDIRECT --to-ports 15001",
         "-A FERRULE_PREROUTING -p tcp -m tcp --dport 15000 -j RETURN",
         "-A FERRULE_PREROUTING -p tcp -m tcp --dport 22 -j RETURN",
+        "-A FERRULE_PREROUTING -s 10.99.1.1/32 -p tcp -m tcp --dport 8080 -j RETURN",
         "-A FERRULE_PREROUTING -p tcp -j REDIRECT --to-ports 15006",
     ] {
         assert!(v4.lines().any(|l| l == line), "missing {line:?} in:\n{v4}");
     }
+    assert_eq!(v4.matches("--dport 8080").count(), 1, "{v4}");
     assert!(
         !v4.contains("fd00"),
         "an IPv6 CIDR leaked into iptables:\n{v4}"
@@ -302,10 +309,12 @@ fn iptables_backend_installs_the_documented_rules_idempotently() {
         "-A FERRULE_OUTPUT -d ::1/128 -j RETURN",
         "-A FERRULE_OUTPUT -d fd00:99::/32 -j RETURN",
         "-A FERRULE_OUTPUT -p tcp -j REDIRECT --to-ports 15001",
+        "-A FERRULE_PREROUTING -s fd00:99::1/128 -p tcp -m tcp --dport 8080 -j RETURN",
         "-A FERRULE_PREROUTING -p tcp -j REDIRECT --to-ports 15006",
     ] {
         assert!(v6.lines().any(|l| l == line), "missing {line:?} in:\n{v6}");
     }
+    assert!(!v6.contains("10.99.1.1"), "{v6}");
 
     init_ok(&ns, &args);
     assert_eq!(
@@ -669,6 +678,104 @@ fn inbound_connections_are_redirected_except_own_and_skipped_ports() {
     }
 }
 
+/// `--probe-ports`: the port is exempted only for connections from `--probe-sources`
+/// (explicit addresses, or `gateway`: the pod's default gateways, the node's address on
+/// the pod link with bridge and point-to-point CNIs); from anywhere else it is
+/// redirected. Without a usable source nothing is exempted (fail closed).
+#[test]
+fn probe_ports_are_exempted_only_for_connections_from_probe_sources() {
+    require_netns!();
+    for backend in backends() {
+        let Pair { pod, peer, link } = pair();
+        let node = NetNs::new("node").unwrap();
+        let node_link = veth(&pod, &node, 2).unwrap();
+        let any = |port| SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+        let inbound = listen(&pod, any(INBOUND));
+        let app = listen(&pod, any(APP));
+        let other = listen(&pod, any(9999));
+        let all = [&inbound, &app, &other];
+        // Where a connection from `ns` to `dest` lands; checks the original destination.
+        let lands = |ns: &NetNs, dest: SocketAddr| -> usize {
+            let client = connect(ns, dest);
+            let (which, stream, from) = landed(&all, client.local_addr().ok());
+            assert_eq!(original_dst_fd(&stream, from).unwrap(), dest, "[{backend}]");
+            which
+        };
+        let from_node = [v4(&node_link.a, APP), v6(&node_link.a, APP)];
+        let from_peer = [v4(&link.a, APP), v6(&link.a, APP)];
+        let backend_flag = format!("--backend={backend}");
+
+        // Explicit sources: the node's addresses on its link, both families.
+        let sources = format!("--probe-sources={},{}", node_link.b.v4, node_link.b.v6);
+        let log = init_ok(&pod, &[&backend_flag, "--probe-ports=8080", &sources]);
+        assert!(log.contains("probe ports exempted"), "{log}");
+        for dest in from_node {
+            assert_eq!(
+                lands(&node, dest),
+                1,
+                "[{backend}] node -> {dest}: not to the app"
+            );
+        }
+        for dest in from_peer {
+            assert_eq!(
+                lands(&peer, dest),
+                0,
+                "[{backend}] peer -> {dest}: not redirected"
+            );
+        }
+        assert_eq!(
+            lands(&node, v4(&node_link.a, 9999)),
+            0,
+            "[{backend}] other port"
+        );
+
+        // `gateway`: the pod's default routes go through the node.
+        let gw_v4 = node_link.b.v4.to_string();
+        let gw_v6 = node_link.b.v6.to_string();
+        pod.run("ip", ["route", "add", "default", "via", gw_v4.as_str()])
+            .unwrap();
+        pod.run(
+            "ip",
+            ["-6", "route", "add", "default", "via", gw_v6.as_str()],
+        )
+        .unwrap();
+        let log = init_ok(
+            &pod,
+            &[
+                &backend_flag,
+                "--probe-ports=8080",
+                "--probe-sources=gateway",
+            ],
+        );
+        assert!(
+            log.contains(&format!("{gw_v4}/32")) && log.contains(&format!("{gw_v6}/128")),
+            "[{backend}] the gateways were not resolved: {log}"
+        );
+        for dest in from_node {
+            assert_eq!(lands(&node, dest), 1, "[{backend}] gateway -> {dest}");
+        }
+        for dest in from_peer {
+            assert_eq!(lands(&peer, dest), 0, "[{backend}] peer -> {dest}");
+        }
+
+        // Fail closed: an empty list (a node address Kubernetes could not give), or
+        // `gateway` without a default route, exempts nothing, and says so.
+        pod.run("ip", ["route", "del", "default"]).unwrap();
+        pod.run("ip", ["-6", "route", "del", "default"]).unwrap();
+        for sources in ["--probe-sources=", "--probe-sources=,gateway"] {
+            let log = init_ok(&pod, &[&backend_flag, "--probe-ports=8080", sources]);
+            assert!(log.contains("NOT exempted"), "[{backend}] {sources}: {log}");
+            for dest in from_node {
+                assert_eq!(
+                    lands(&node, dest),
+                    0,
+                    "[{backend}] {sources}: node -> {dest}"
+                );
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // validation and flags
 
@@ -777,6 +884,16 @@ fn bad_flags_exit_64_naming_the_flag() {
         (&[], &[("FERRULE_BACKEND", "pf")], "FERRULE_BACKEND"),
         (&[], &[("FERRULE_PROXY_MARK", "blue")], "FERRULE_PROXY_MARK"),
         (&["--no-inbound", "--no-outbound"], &[], "--no-outbound"),
+        (&["--probe-ports=8080,0"], &[], "--probe-ports"),
+        (&["--probe-sources=0.0.0.0/0"], &[], "--skip-inbound-ports"),
+        (&["--probe-sources=::/0"], &[], "--probe-sources"),
+        (&["--probe-sources=$(FERRULE_HOST_IP)"], &[], "unexpanded"),
+        (&["--probe-sources=10.0.0.1/8"], &[], "--probe-sources"),
+        (
+            &[],
+            &[("FERRULE_PROBE_SOURCES", "node")],
+            "FERRULE_PROBE_SOURCES",
+        ),
     ] {
         let out = run(args, env);
         assert_eq!(

@@ -111,6 +111,70 @@ fn split_status(s: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// The init container's `args` as the kubelet runs them: every `$(VAR)` replaced with
+/// the value of the container's variable `VAR` (a downward-API `fieldRef` resolved from
+/// `fields`), `$$` with `$`, and a reference to an undefined variable left as written
+/// (Kubernetes' expansion rules for `command` and `args`).
+fn kubelet_args(container: &Value, fields: &[(&str, &str)]) -> Vec<String> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for e in container["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap().to_string();
+        let value = match e.pointer("/valueFrom/fieldRef/fieldPath") {
+            Some(path) => {
+                let path = path.as_str().unwrap();
+                let (_, v) = fields
+                    .iter()
+                    .find(|(f, _)| *f == path)
+                    .unwrap_or_else(|| panic!("the test gives no value for fieldRef {path}"));
+                v.to_string()
+            }
+            None => e["value"].as_str().unwrap_or_default().to_string(),
+        };
+        vars.push((name, value));
+    }
+    let expand = |arg: &str| {
+        let mut out = String::new();
+        let mut rest = arg;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if let Some(t) = tail.strip_prefix("$$") {
+                out.push('$');
+                rest = t;
+            } else if let Some(end) = tail.strip_prefix("$(").and_then(|t| t.find(')')) {
+                let name = &tail[2..2 + end];
+                match vars.iter().find(|(n, _)| n == name) {
+                    Some((_, v)) => out.push_str(v),
+                    None => out.push_str(&tail[..end + 3]),
+                }
+                rest = &tail[end + 3..];
+            } else {
+                out.push('$');
+                rest = &tail[1..];
+            }
+        }
+        out.push_str(rest);
+        out
+    };
+    serde_json::from_value::<Vec<String>>(container["args"].clone())
+        .unwrap()
+        .iter()
+        .map(|a| expand(a))
+        .collect()
+}
+
+/// Parses and validates `args` with `ferrule-proxy init`'s own parser.
+fn parse_init(args: &[String]) -> Result<ferrule_proxy::intercept::InitConfig, String> {
+    let cli = ferrule_proxy::config::Cli::try_parse_from(
+        std::iter::once("ferrule-proxy".to_string()).chain(args.iter().cloned()),
+    )
+    .map_err(|e| e.to_string())?;
+    let ferrule_proxy::config::Command::Init(init) = cli.command else {
+        panic!("not init: {args:?}")
+    };
+    init.validate().map_err(|e| e.to_string())
+}
+
 fn decode_patch(response: &Value) -> json_patch::Patch {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(response["patch"].as_str().expect("a patch"))
@@ -146,20 +210,45 @@ fn the_control_plane_injects_over_https_verified_against_the_ca_bundle() {
     assert_eq!(inits[1]["name"], "ferrule-proxy");
     assert_eq!(inits[1]["image"], "ferrule/proxy:e2e");
 
-    // The init step's arguments are what `ferrule-proxy init` accepts, with the probe
-    // ports of the Deployment's pod exempted.
-    let args: Vec<String> = serde_json::from_value(inits[0]["args"].clone()).unwrap();
-    let cli = ferrule_proxy::config::Cli::try_parse_from(
-        std::iter::once("ferrule-proxy".to_string()).chain(args.clone()),
-    )
-    .unwrap_or_else(|e| panic!("ferrule-proxy {args:?}: {e}"));
-    let ferrule_proxy::config::Command::Init(init) = cli.command else {
-        panic!("not init: {args:?}")
-    };
-    let init = init.validate().expect("init flags validate");
+    // The init step's arguments, as the kubelet expands them, are what `ferrule-proxy
+    // init` accepts: the probe ports of the Deployment's pod exempted for the node only.
+    let fields = [
+        ("status.hostIP", "172.18.0.2"),
+        ("status.hostIPs", "172.18.0.2,fd00:18::2"),
+    ];
+    let args = kubelet_args(&inits[0], &fields);
+    let init = parse_init(&args).unwrap_or_else(|e| panic!("ferrule-proxy {args:?}: {e}"));
     assert_eq!(init.proxy_uid, 1337);
-    assert_eq!(init.skip_inbound_ports, [8080, 8081, 8082, 9901]);
+    assert!(init.skip_inbound_ports.is_empty(), "{args:?}");
+    assert_eq!(init.probe_ports, [8080, 8081, 8082, 9901]);
+    let sources: Vec<String> = init.probe_sources.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        sources,
+        [
+            "172.18.0.2/32",
+            "172.18.0.2/32",
+            "fd00:18::2/128",
+            "gateway"
+        ]
+    );
     assert!(init.inbound && init.outbound);
+    // Fail closed: a node address the kubelet could not give (empty) exempts nothing more,
+    // and a variable the container does not define is refused (exit 64).
+    let args = kubelet_args(&inits[0], &[("status.hostIP", ""), ("status.hostIPs", "")]);
+    let sources: Vec<String> = parse_init(&args)
+        .unwrap()
+        .probe_sources
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(sources, ["gateway"]);
+    let mut undefined = inits[0].clone();
+    undefined["env"] = json!([]);
+    let err = parse_init(&kubelet_args(&undefined, &[])).unwrap_err();
+    assert!(
+        err.contains("--probe-sources") && err.contains("unexpanded"),
+        "{err}"
+    );
 
     // Every FERRULE_* variable of the proxy container is one `ferrule-proxy run` reads.
     let cmd = ferrule_proxy::config::Cli::command();
@@ -222,17 +311,21 @@ fn the_control_plane_injects_over_https_verified_against_the_ca_bundle() {
     );
 }
 
-/// The node's plaintext connections to the pod, after the injected `ferrule-init` ran
-/// with its exact arguments in a pod network namespace: a probe port reaches the app
-/// directly, any other port is redirected to the proxy's inbound listener.
+/// The injected `ferrule-init`, with its exact arguments as the kubelet expands them, in
+/// a pod network namespace wired like a CNI does it: the pod's default gateway is the
+/// node's address on the pod link (bridge and point-to-point CNIs), and the node's
+/// primary addresses (`status.hostIP(s)`) sit elsewhere on the node. Plaintext from the
+/// node reaches the app's probe ports directly, from either address and both families;
+/// the same ports from another pod, and any other port, go to the proxy's inbound port.
 #[test]
-fn the_injected_init_step_lets_only_probe_ports_bypass_the_proxy() {
+fn the_injected_init_step_exempts_probe_ports_for_the_node_only() {
     ferrule_tests::require_netns!();
-    use std::io;
-    use std::net::{Ipv6Addr, TcpListener, TcpStream};
+    use std::io::{self, Read, Write};
+    use std::net::{IpAddr, Ipv6Addr, TcpListener, TcpStream};
     use std::time::Instant;
 
-    use ferrule_tests::netns::{NetNs, veth};
+    use ferrule_proxy::intercept::original_dst_fd;
+    use ferrule_tests::netns::{NetNs, connect_from, veth};
 
     let wh = Webhook::start();
     let ca = wh.ca_bundle_file("ca.pem");
@@ -242,22 +335,48 @@ fn the_injected_init_step_lets_only_probe_ports_bypass_the_proxy() {
     let mut pod: Value =
         serde_json::from_str::<Value>(DEPLOYMENT_POD).unwrap()["request"]["object"].clone();
     json_patch::patch(&mut pod, &decode_patch(&answer["response"])).unwrap();
-    let init = &pod["spec"]["initContainers"][0];
-    let args: Vec<String> = serde_json::from_value(init["args"].clone()).unwrap();
 
     let pod_ns = NetNs::new("pod").unwrap();
     let node_ns = NetNs::new("node").unwrap();
-    let link = veth(&pod_ns, &node_ns, 9).unwrap();
+    let other_ns = NetNs::new("otherpod").unwrap();
+    let node_link = veth(&pod_ns, &node_ns, 9).unwrap();
+    let other_link = veth(&pod_ns, &other_ns, 10).unwrap();
+    // The node's primary addresses, and the pod's default routes through the node.
+    let host_v4: IpAddr = "172.18.0.2".parse().unwrap();
+    let host_v6: IpAddr = "fd00:18::2".parse().unwrap();
+    for (addr, prefix) in [(host_v4, 32), (host_v6, 128)] {
+        let cidr = format!("{addr}/{prefix}");
+        node_ns
+            .run("ip", ["addr", "add", cidr.as_str(), "dev", "lo", "nodad"])
+            .unwrap();
+    }
+    let gw_v4 = node_link.b.v4.to_string();
+    let gw_v6 = node_link.b.v6.to_string();
+    pod_ns
+        .run("ip", ["route", "add", "default", "via", gw_v4.as_str()])
+        .unwrap();
+    pod_ns
+        .run(
+            "ip",
+            ["-6", "route", "add", "default", "via", gw_v6.as_str()],
+        )
+        .unwrap();
+
+    let host_ips = format!("{host_v4},{host_v6}");
+    let host_ip = host_v4.to_string();
+    let fields = [
+        ("status.hostIP", host_ip.as_str()),
+        ("status.hostIPs", host_ips.as_str()),
+    ];
+    let args = kubelet_args(&pod["spec"]["initContainers"][0], &fields);
     let out = pod_ns
         .command(ferrule_tests::bin_path("ferrule-proxy"))
         .args(&args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "ferrule-proxy {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ferrule-proxy {args:?}: {log}");
+    assert!(log.contains("probe ports exempted"), "{log}");
 
     let listen = |port: u16| {
         pod_ns
@@ -270,32 +389,97 @@ fn the_injected_init_step_lets_only_probe_ports_bypass_the_proxy() {
             .unwrap()
     };
     let inbound = listen(15006);
-    let probe = listen(8081); // the readiness probe's port, not a declared port
+    let serving = listen(8080); // the app's serving port, also its liveness probe's
+    let readiness = listen(8081); // the readiness probe's port, not a declared port
     let other = listen(7070); // an app port no probe uses
-    let all = [&inbound, &probe, &other];
-    let landed_on = |port: u16| -> usize {
-        let dest = SocketAddr::new(link.a.v4.into(), port);
-        let _client = node_ns
-            .enter(|| TcpStream::connect_timeout(&dest, Duration::from_secs(5)))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("connect {dest}: {e}"));
+    let all = [&inbound, &serving, &readiness, &other];
+    // Where a connection lands: the listener's index and the accepted stream.
+    let landed = |client: &TcpStream| -> (usize, TcpStream) {
+        let from = client.local_addr().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             for (i, l) in all.iter().enumerate() {
-                if l.accept().is_ok() {
-                    return i;
+                match l.accept() {
+                    Ok((s, peer)) if peer.port() == from.port() => return (i, s),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("accept: {e}"),
                 }
             }
-            assert!(Instant::now() < deadline, "nobody accepted {dest}");
+            assert!(Instant::now() < deadline, "nobody accepted {from}");
             std::thread::sleep(Duration::from_millis(10));
         }
     };
-    assert_eq!(
-        landed_on(8081),
-        1,
-        "the probe port must reach the app directly"
-    );
-    assert_eq!(landed_on(7070), 0, "other ports must go through the proxy");
+    // A node connection sourced from an address on `lo` needs the veth's link-local
+    // address for neighbour discovery, which the kernel does not use while it is still
+    // tentative (duplicate address detection, about a second after the link came up).
+    let settled = ferrule_tests::process::wait_for(Duration::from_secs(10), || {
+        [&node_ns, &pod_ns]
+            .iter()
+            .all(|ns| {
+                ns.run("ip", ["-6", "addr", "show", "tentative"])
+                    .is_ok_and(|out| out.trim().is_empty())
+            })
+            .then_some(())
+    });
+    assert!(settled.is_some(), "IPv6 addresses still tentative");
+    let node = |from: IpAddr, to: IpAddr, port: u16| {
+        let client = connect_from(&node_ns, from, SocketAddr::new(to, port)).unwrap();
+        let (i, s) = landed(&client);
+        (i, s, client)
+    };
+    let pod_v4: IpAddr = node_link.a.v4.into();
+    let pod_v6: IpAddr = node_link.a.v6.into();
+    let gw_v4: IpAddr = node_link.b.v4.into();
+    let gw_v6: IpAddr = node_link.b.v6.into();
+
+    // The kubelet's probe from the node's address on the pod link (the gateway): the
+    // app itself accepts it and reads the plaintext request as sent.
+    let (i, mut app_side, mut client) = node(gw_v4, pod_v4, 8080);
+    assert_eq!(i, 1, "a probe from the node must reach the app directly");
+    client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+    let mut got = [0u8; 16];
+    app_side.set_nonblocking(false).unwrap();
+    app_side.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"GET /healthz HTT");
+    for (from, to, port, expected, why) in [
+        (host_v4, pod_v4, 8080, 1, "node, status.hostIP, IPv4"),
+        (host_v6, pod_v6, 8080, 1, "node, status.hostIPs, IPv6"),
+        (gw_v6, pod_v6, 8081, 2, "node, gateway, IPv6"),
+        (
+            host_v4,
+            pod_v4,
+            8081,
+            2,
+            "node, status.hostIP, readiness port",
+        ),
+        (gw_v4, pod_v4, 7070, 0, "node, not a probe port"),
+        (host_v4, pod_v4, 7070, 0, "node, not a probe port"),
+    ] {
+        let (i, _, _) = node(from, to, port);
+        assert_eq!(i, expected, "{why}: {from} -> {to}:{port}");
+    }
+
+    // Another pod, same ports: redirected to the proxy (which demands mTLS), with the
+    // original destination intact.
+    for to in [
+        SocketAddr::new(other_link.a.v4.into(), 8080),
+        SocketAddr::new(other_link.a.v6.into(), 8080),
+        SocketAddr::new(other_link.a.v4.into(), 8081),
+    ] {
+        let client = other_ns
+            .enter(|| TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+        let (i, stream) = landed(&client);
+        assert_eq!(i, 0, "{to} from another pod must go through the proxy");
+        let peer = stream.peer_addr().unwrap();
+        let original = original_dst_fd(&stream, peer).unwrap();
+        assert_eq!(
+            (original.ip().to_canonical(), original.port()),
+            (to.ip(), to.port())
+        );
+    }
 }
 
 #[test]

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! * **`ferrule-init`** runs `ferrule-proxy init` (netfilter redirect rules, excluding uid
-//!   1337) with capabilities `NET_ADMIN` + `NET_RAW` only (`drop: [ALL]`), a read-only
+//!   1337; with probe ports, the variables `FERRULE_HOST_IP(S)` from the downward API)
+//!   with capabilities `NET_ADMIN` + `NET_RAW` only (`drop: [ALL]`), a read-only
 //!   root filesystem and no privilege escalation. It runs as **root (uid 0)**: Kubernetes
 //!   gives added capabilities to a non-root container only in its bounding set (there
 //!   are no ambient capabilities), and file capabilities do not work under
@@ -52,14 +53,27 @@
 //! port closes plaintext, so probes would fail. Probes are not rewritten. Instead the
 //! webhook collects the ports of every `httpGet`, `tcpSocket` and `grpc` probe and
 //! `httpGet` lifecycle hook of the pod's containers (and of its own native sidecars),
-//! resolving named ports, and adds them to `ferrule-init --skip-inbound-ports`: only those
-//! ports bypass the proxy. **Trade-off**: a bypassed port is reachable in plaintext,
-//! without authorization, from anywhere that can route to the pod, not only from the
-//! node. Serve probes on a dedicated port (the admission warnings name any probe port that
-//! is also a declared container port), restrict it with a NetworkPolicy, or set
+//! resolving named ports, and passes them to `ferrule-init --probe-ports`: those ports
+//! skip the proxy **only for connections from the node**, given as `--probe-sources
+//! $(FERRULE_HOST_IP),$(FERRULE_HOST_IPS),gateway`. The variables come from the downward
+//! API (`status.hostIP`, and `status.hostIPs` in native mode: the API server refuses that
+//! field before 1.29) and Kubernetes expands them in `args`; `gateway` is the pod's
+//! default gateway, which is the node's address on the pod link with bridge and
+//! point-to-point CNIs, where the kubelet's connections come from that address rather
+//! than from `status.hostIP` (see `ferrule_proxy::intercept::probe`). From anywhere else
+//! a probe port is redirected to the proxy like any other port. Fail closed: an empty
+//! node address adds no source, no source at all exempts nothing (the probes then fail
+//! visibly), and a variable that is not defined is refused by `init` (exit 64).
+//!
+//! **Remaining trade-off**: anything on the node itself, including host-network pods and
+//! whoever can spoof the node's address on the pod network, reaches the probe ports in
+//! plaintext without authorization. The admission warnings name any probe port that is
+//! also a declared container port: serve probes on a dedicated port, or set
 //! `ferrule.dev/skip-probe-ports: "false"` (probes then fail under strict mode unless
-//! they use `exec`). The proxy's own admin port (15000: `/live`, `/ready`, `/identity`,
-//! `/metrics`; never intercepted) listens on the pod address for the same reason.
+//! they use `exec`). `ferrule.dev/skip-inbound-ports` stays a bypass for every source,
+//! as its author asked. The proxy's own admin port (15000: `/live`, `/ready`,
+//! `/identity`, `/metrics`; never intercepted) listens on the pod address for the same
+//! reason.
 //!
 //! # Annotations (all optional; a bad value refuses the pod: fail closed)
 //!

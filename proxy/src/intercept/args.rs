@@ -6,6 +6,7 @@
 use clap::Args as ClapArgs;
 
 use super::InitError;
+use super::probe::ProbeSource;
 use super::rules::Cidr;
 
 /// Raw arguments of `ferrule-proxy init`.
@@ -30,6 +31,16 @@ pub struct InitArgs {
     /// Comma-separated destination ports whose inbound connections are not captured.
     #[arg(long, env = "FERRULE_SKIP_INBOUND_PORTS", default_value = "")]
     pub skip_inbound_ports: String,
+    /// Comma-separated ports whose inbound connections are not captured when they come
+    /// from one of --probe-sources (kubelet probes from the node); from anywhere else
+    /// they are. Nothing is exempted while --probe-sources is empty (fail closed).
+    #[arg(long, env = "FERRULE_PROBE_PORTS", default_value = "")]
+    pub probe_ports: String,
+    /// Comma-separated sources for --probe-ports: IP addresses, CIDRs (not /0), or
+    /// `gateway` (this namespace's default gateways, which is the node's address on the
+    /// pod link with bridge and point-to-point CNIs). Empty entries are ignored.
+    #[arg(long, env = "FERRULE_PROBE_SOURCES", default_value = "")]
+    pub probe_sources: String,
     /// Comma-separated destination ports whose outbound connections are not captured.
     #[arg(long, env = "FERRULE_SKIP_OUTBOUND_PORTS", default_value = "")]
     pub skip_outbound_ports: String,
@@ -84,6 +95,10 @@ pub struct InitConfig {
     pub proxy_mark: Option<u32>,
     /// Inbound destination ports not captured (in addition to `own_ports`).
     pub skip_inbound_ports: Vec<u16>,
+    /// Inbound destination ports not captured from [`InitConfig::probe_sources`] only.
+    pub probe_ports: Vec<u16>,
+    /// Where probe connections may come from (see `intercept::probe`).
+    pub probe_sources: Vec<ProbeSource>,
     /// Outbound destination ports not captured.
     pub skip_outbound_ports: Vec<u16>,
     /// Outbound destinations not captured.
@@ -111,6 +126,8 @@ impl Default for InitConfig {
             proxy_uid: 1337,
             proxy_mark: None,
             skip_inbound_ports: Vec::new(),
+            probe_ports: Vec::new(),
+            probe_sources: Vec::new(),
             skip_outbound_ports: Vec::new(),
             skip_cidrs: Vec::new(),
             own_ports: vec![15000, 15001, 15006],
@@ -167,6 +184,8 @@ impl InitArgs {
         const UID: &str = "--proxy-uid / FERRULE_PROXY_UID";
         const MARK: &str = "--proxy-mark / FERRULE_PROXY_MARK";
         const SKIP_IN: &str = "--skip-inbound-ports / FERRULE_SKIP_INBOUND_PORTS";
+        const PROBE_PORTS: &str = "--probe-ports / FERRULE_PROBE_PORTS";
+        const PROBE_SOURCES: &str = "--probe-sources / FERRULE_PROBE_SOURCES";
         const SKIP_OUT: &str = "--skip-outbound-ports / FERRULE_SKIP_OUTBOUND_PORTS";
         const CIDRS: &str = "--skip-cidrs / FERRULE_SKIP_CIDRS";
         const OWN: &str = "--own-ports / FERRULE_OWN_PORTS";
@@ -195,6 +214,11 @@ impl InitArgs {
             },
         };
         let skip_inbound_ports = list(SKIP_IN, &self.skip_inbound_ports, port)?;
+        let probe_ports = list(PROBE_PORTS, &self.probe_ports, port)?;
+        let probe_sources = list(PROBE_SOURCES, &self.probe_sources, |flag, s| {
+            s.parse::<ProbeSource>()
+                .map_err(|e| bad(flag, e.to_string()))
+        })?;
         let skip_outbound_ports = list(SKIP_OUT, &self.skip_outbound_ports, port)?;
         let skip_cidrs = list(CIDRS, &self.skip_cidrs, |flag, s| {
             s.parse::<Cidr>().map_err(|e| bad(flag, e.to_string()))
@@ -239,6 +263,8 @@ impl InitArgs {
             proxy_uid,
             proxy_mark,
             skip_inbound_ports,
+            probe_ports,
+            probe_sources,
             skip_outbound_ports,
             skip_cidrs,
             own_ports,

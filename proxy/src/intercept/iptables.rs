@@ -227,6 +227,12 @@ fn rule_spec(rule: &Rule, family: Family) -> Option<String> {
             format!("-d {c}")
         }
         Match::TcpDestPort(p) => format!("-p tcp -m tcp --dport {p}"),
+        Match::SourceTcpDestPort(c, p) => {
+            if c.addr().is_ipv4() != (family == Family::V4) {
+                return None;
+            }
+            format!("-s {c} -p tcp -m tcp --dport {p}")
+        }
         Match::Tcp => "-p tcp".to_string(),
     };
     let action = match rule.action {
@@ -343,7 +349,7 @@ mod tests {
 
     #[test]
     fn reinstall_keeps_one_jump_and_drops_duplicates() {
-        let rules = RuleSet::from_config(&InitConfig::default());
+        let rules = RuleSet::from_config(&InitConfig::default(), &[]);
         let script = install_script(&rules, Family::V4, &parse_save(SAVE));
         assert_eq!(
             script.matches("-A OUTPUT -p tcp -j FERRULE_OUTPUT").count(),
@@ -373,10 +379,13 @@ mod tests {
 
     #[test]
     fn direction_no_longer_captured_is_removed() {
-        let rules = RuleSet::from_config(&InitConfig {
-            outbound: false,
-            ..InitConfig::default()
-        });
+        let rules = RuleSet::from_config(
+            &InitConfig {
+                outbound: false,
+                ..InitConfig::default()
+            },
+            &[],
+        );
         let script = install_script(&rules, Family::V6, &parse_save(SAVE));
         assert_eq!(
             script.matches("-D OUTPUT -p tcp -j FERRULE_OUTPUT").count(),
@@ -384,6 +393,28 @@ mod tests {
             "{script}"
         );
         assert!(script.contains("-X FERRULE_OUTPUT\n"), "{script}");
+    }
+
+    #[test]
+    fn probe_rules_go_to_their_family_only() {
+        let c = InitConfig {
+            probe_ports: vec![8080],
+            ..InitConfig::default()
+        };
+        let sources = ["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()];
+        let rules = RuleSet::from_config(&c, &sources);
+        let v4 = install_script(&rules, Family::V4, &NatState::default());
+        let v6 = install_script(&rules, Family::V6, &NatState::default());
+        let line = |a: &str| {
+            format!("-A FERRULE_PREROUTING -s {a} -p tcp -m tcp --dport 8080 -j RETURN\n")
+        };
+        assert!(v4.contains(&line("10.0.0.5/32")), "{v4}");
+        assert!(!v4.contains("fd00::5"), "{v4}");
+        assert!(v6.contains(&line("fd00::5/128")), "{v6}");
+        assert!(!v6.contains("10.0.0.5"), "{v6}");
+        // Before the catch-all redirect.
+        let redirect = v4.find("-j REDIRECT --to-ports 15006").unwrap();
+        assert!(v4.find("--dport 8080").unwrap() < redirect, "{v4}");
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!                             [ bitwise reg 1 = (reg 1 & 0xfffe0000) ^ 0 ] [ cmp eq reg 1 ... ]
 //! tcp dport 22 return         [ meta load l4proto ...tcp ] [ payload load 2b @ transport header + 2 ]
 //!                             [ cmp eq reg 1 0x0016 ]
+//! ip saddr 10.0.0.5 tcp dport 8080 return
+//!                             [ meta load nfproto ... ] [ payload load 4b @ network header + 12 ]
+//!                             [ cmp eq reg 1 0x0a000005 (network order) ]
+//!                             [ meta load l4proto ...tcp ] [ payload load 2b @ transport header + 2 ]
+//!                             [ cmp eq reg 1 0x1f90 ]
 //! meta l4proto tcp redirect to :15001
 //!                             [ meta load l4proto ...tcp ] [ immediate reg 1 0x3a99 ]
 //!                             [ redir proto_min reg 1 flags 0x2 ]
@@ -23,7 +28,7 @@
 //! Constants are from `linux/netfilter/nf_tables.h`, `nfnetlink.h` and `nf_nat.h`.
 
 use super::netlink::{Attrs, Batch, NetfilterSocket, NetlinkError};
-use super::rules::{Action, Chain, Hook, Match, Rule, RuleSet};
+use super::rules::{Action, Chain, Cidr, Hook, Match, Rule, RuleSet};
 
 /// The table holding all of Ferrule's rules.
 pub const TABLE: &str = "ferrule";
@@ -231,6 +236,10 @@ pub fn describe(rule: &Rule) -> String {
         Match::DestCidr(c) if c.addr().is_ipv4() => format!("ip daddr {c}"),
         Match::DestCidr(c) => format!("ip6 daddr {c}"),
         Match::TcpDestPort(p) => format!("tcp dport {p}"),
+        Match::SourceTcpDestPort(c, p) if c.addr().is_ipv4() => {
+            format!("ip saddr {c} tcp dport {p}")
+        }
+        Match::SourceTcpDestPort(c, p) => format!("ip6 saddr {c} tcp dport {p}"),
         Match::Tcp => "meta l4proto tcp".to_string(),
     };
     match rule.action {
@@ -298,6 +307,47 @@ fn tcp_only(list: &mut Attrs<'_>) {
     cmp(list, NFT_CMP_EQ, &[IPPROTO_TCP]);
 }
 
+fn tcp_dport(list: &mut Attrs<'_>, port: u16) {
+    tcp_only(list);
+    payload(list, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2); // offsetof(struct tcphdr, dest)
+    cmp(list, NFT_CMP_EQ, &port.to_be_bytes());
+}
+
+/// Which address of the IP header a CIDR match reads.
+#[derive(Clone, Copy)]
+enum Address {
+    Source,
+    Destination,
+}
+
+/// `ip saddr|daddr <cidr>` / `ip6 ...`: the family check, then the prefix bytes (masked
+/// when the prefix is not byte-aligned).
+fn address(list: &mut Attrs<'_>, cidr: Cidr, which: Address) {
+    // offsetof(struct iphdr, saddr / daddr), offsetof(struct ipv6hdr, saddr / daddr)
+    let (nfproto, offset) = match (cidr.addr().is_ipv4(), which) {
+        (true, Address::Source) => (NFPROTO_IPV4, 12),
+        (true, Address::Destination) => (NFPROTO_IPV4, 16),
+        (false, Address::Source) => (NFPROTO_IPV6, 8),
+        (false, Address::Destination) => (NFPROTO_IPV6, 24),
+    };
+    meta(list, NFT_META_NFPROTO);
+    cmp(list, NFT_CMP_EQ, &[nfproto]);
+    let prefix = usize::from(cidr.prefix());
+    if prefix == 0 {
+        return;
+    }
+    let addr = cidr.addr_bytes();
+    if prefix % 8 == 0 {
+        let n = prefix / 8;
+        payload(list, NFT_PAYLOAD_NETWORK_HEADER, offset, n as u32);
+        cmp(list, NFT_CMP_EQ, &addr[..n]);
+    } else {
+        payload(list, NFT_PAYLOAD_NETWORK_HEADER, offset, addr.len() as u32);
+        bitwise_mask(list, &cidr.mask_bytes());
+        cmp(list, NFT_CMP_EQ, &addr);
+    }
+}
+
 fn rule_exprs(list: &mut Attrs<'_>, rule: &Rule) {
     match rule.matches {
         Match::NotTcp => {
@@ -313,38 +363,12 @@ fn rule_exprs(list: &mut Attrs<'_>, rule: &Rule) {
             meta(list, NFT_META_MARK);
             cmp(list, NFT_CMP_EQ, &mark.to_ne_bytes());
         }
-        Match::DestCidr(cidr) => {
-            let (nfproto, daddr_offset) = if cidr.addr().is_ipv4() {
-                (NFPROTO_IPV4, 16) // offsetof(struct iphdr, daddr)
-            } else {
-                (NFPROTO_IPV6, 24) // offsetof(struct ipv6hdr, daddr)
-            };
-            meta(list, NFT_META_NFPROTO);
-            cmp(list, NFT_CMP_EQ, &[nfproto]);
-            let prefix = usize::from(cidr.prefix());
-            if prefix > 0 {
-                let addr = cidr.addr_bytes();
-                if prefix % 8 == 0 {
-                    let n = prefix / 8;
-                    payload(list, NFT_PAYLOAD_NETWORK_HEADER, daddr_offset, n as u32);
-                    cmp(list, NFT_CMP_EQ, &addr[..n]);
-                } else {
-                    payload(
-                        list,
-                        NFT_PAYLOAD_NETWORK_HEADER,
-                        daddr_offset,
-                        addr.len() as u32,
-                    );
-                    bitwise_mask(list, &cidr.mask_bytes());
-                    cmp(list, NFT_CMP_EQ, &addr);
-                }
-            }
+        Match::DestCidr(cidr) => address(list, cidr, Address::Destination),
+        Match::SourceTcpDestPort(cidr, port) => {
+            address(list, cidr, Address::Source);
+            tcp_dport(list, port);
         }
-        Match::TcpDestPort(port) => {
-            tcp_only(list);
-            payload(list, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2); // offsetof(struct tcphdr, dest)
-            cmp(list, NFT_CMP_EQ, &port.to_be_bytes());
-        }
+        Match::TcpDestPort(port) => tcp_dport(list, port),
         Match::Tcp => tcp_only(list),
     }
     match rule.action {

@@ -160,6 +160,9 @@ pub enum Match {
     DestCidr(Cidr),
     /// TCP to this destination port.
     TcpDestPort(u16),
+    /// TCP from a source address in this network (only packets of its family) to this
+    /// destination port.
+    SourceTcpDestPort(Cidr, u16),
     /// Any TCP packet.
     Tcp,
 }
@@ -219,8 +222,9 @@ fn dedup(ports: impl IntoIterator<Item = u16>) -> Vec<u16> {
 }
 
 impl RuleSet {
-    /// The rules documented in the module header, for this configuration.
-    pub fn from_config(c: &InitConfig) -> Self {
+    /// The rules documented in the module header, for this configuration, with
+    /// `probe_sources` the resolved `--probe-sources` (see [`super::probe::resolve`]).
+    pub fn from_config(c: &InitConfig, probe_sources: &[Cidr]) -> Self {
         use Action::{Redirect, Return};
         let mut chains = Vec::new();
         if c.outbound {
@@ -282,6 +286,21 @@ impl RuleSet {
                     .filter(|p| !c.own_ports.contains(p))
                     .map(|p| rule(Match::TcpDestPort(p), Return, "--skip-inbound-ports")),
             );
+            // Probe ports: exempt from the given sources only. A port already exempt for
+            // everyone needs no rule; no source means no exemption (fail closed).
+            let probe_ports: Vec<u16> = dedup(c.probe_ports.iter().copied())
+                .into_iter()
+                .filter(|p| !c.own_ports.contains(p) && !c.skip_inbound_ports.contains(p))
+                .collect();
+            for source in probe_sources {
+                rules.extend(probe_ports.iter().map(|p| {
+                    rule(
+                        Match::SourceTcpDestPort(*source, *p),
+                        Return,
+                        "--probe-ports from --probe-sources",
+                    )
+                }));
+            }
             rules.push(rule(
                 Match::Tcp,
                 Redirect(c.inbound_port),

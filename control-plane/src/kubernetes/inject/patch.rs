@@ -5,6 +5,8 @@
 //! init containers first, at `-` to append volumes, or the whole member when the pod
 //! has none yet (a JSON Patch `add` to `/spec/volumes/-` fails if the array is absent).
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value, json};
 use spiffe::SpiffeId;
 
@@ -190,27 +192,32 @@ pub fn mutate(
         })?
         .to_string();
 
-    // The kubelet probes the app containers and the pod's own native sidecars.
+    // The kubelet probes the app containers and the pod's own native sidecars. Their
+    // ports are exempted from inbound capture for the node's addresses only; a port the
+    // annotation already skips for everyone needs nothing more.
     let mut warnings = Vec::new();
-    let mut skip_inbound = opts.skip_inbound_ports.clone();
+    let mut probe = BTreeSet::new();
     if opts.skip_probe_ports {
         let sidecars = inits
             .iter()
             .filter(|c| c.get("restartPolicy").and_then(Value::as_str) == Some("Always"));
         for p in probe_ports(containers.iter().chain(sidecars)) {
-            if [ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT].contains(&p.port) {
+            if [ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT].contains(&p.port)
+                || opts.skip_inbound_ports.contains(&p.port)
+            {
                 continue;
             }
             if p.declared {
                 warnings.push(format!(
-                    "ferrule: port {} ({}) bypasses the mesh for kubelet probes: plaintext, no \
-                     authorization; use a dedicated probe port or {}: \"false\"",
+                    "ferrule: port {} ({}) accepts plaintext without authorization from the \
+                     node (kubelet probes; also host-network pods on that node); use a \
+                     dedicated probe port or {}: \"false\"",
                     p.port,
                     p.source,
                     options::ANN_SKIP_PROBES
                 ));
             }
-            skip_inbound.insert(p.port);
+            probe.insert(p.port);
         }
     }
     if opts.sidecar == SidecarMode::Classic {
@@ -221,7 +228,7 @@ pub fn mutate(
         );
     }
 
-    let inj = spec::build(cfg, &opts, &skip_inbound, &spiffe_id);
+    let inj = spec::build(cfg, &opts, &probe, &spiffe_id);
     let mut ops = Vec::new();
     let ours: Vec<Value> = match opts.sidecar {
         SidecarMode::Native => vec![inj.init, inj.proxy.clone()],

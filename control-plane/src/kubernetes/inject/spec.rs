@@ -31,6 +31,11 @@ pub const TOKEN_FILE: &str = "/var/run/secrets/ferrule/token";
 pub const CONFIG_DIR: &str = "/etc/ferrule";
 /// Size cap of the memory-backed runtime volume.
 const RUN_SIZE_LIMIT: &str = "16Mi";
+/// `ferrule-init`'s variable holding the node's primary address (`status.hostIP`).
+pub const ENV_HOST_IP: &str = "FERRULE_HOST_IP";
+/// `ferrule-init`'s variable holding all the node's addresses (`status.hostIPs`,
+/// comma-separated; native mode only, see [`probe_sources`]).
+pub const ENV_HOST_IPS: &str = "FERRULE_HOST_IPS";
 
 /// What to add to one pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,15 +51,15 @@ pub struct Injection {
 }
 
 /// Builds the containers and volumes for a pod whose identity is `spiffe_id`, with the
-/// final options and the complete inbound skip list (annotation plus probe ports).
+/// final options and the kubelet probe ports to exempt for the node only.
 pub fn build(
     cfg: &InjectConfig,
     opts: &PodOptions,
-    skip_inbound: &BTreeSet<u16>,
+    probe_ports: &BTreeSet<u16>,
     spiffe_id: &str,
 ) -> Injection {
     Injection {
-        init: init_container(cfg, opts, skip_inbound),
+        init: init_container(cfg, opts, probe_ports),
         proxy: proxy_container(cfg, opts, spiffe_id),
         volumes: volumes(cfg),
         proxy_config: proxy_config(opts),
@@ -86,9 +91,26 @@ fn resources(r: &Resources) -> Value {
     })
 }
 
-/// `ferrule-proxy init` with the pod's skip lists. Root with NET_ADMIN + NET_RAW only:
-/// see the module docs for why it cannot be non-root.
-fn init_container(cfg: &InjectConfig, opts: &PodOptions, skip_inbound: &BTreeSet<u16>) -> Value {
+/// `--probe-sources` of `ferrule-init`: the node's addresses from the downward API
+/// (Kubernetes expands `$(VAR)` in `args`) and `gateway`, the node's address on the pod
+/// link with bridge and point-to-point CNIs (see `ferrule_proxy::intercept::probe`).
+/// `status.hostIPs` only in native mode: the API server refuses the field before 1.29
+/// (1.28: `PodHostIPs` feature gate), and native sidecars need 1.29 anyway. An empty
+/// variable leaves an empty entry, which `init` ignores: no address, no exemption.
+pub fn probe_sources(sidecar: SidecarMode) -> String {
+    match sidecar {
+        SidecarMode::Native => format!("$({ENV_HOST_IP}),$({ENV_HOST_IPS}),gateway"),
+        SidecarMode::Classic => format!("$({ENV_HOST_IP}),gateway"),
+    }
+}
+
+fn field_env(name: &str, field: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field}}})
+}
+
+/// `ferrule-proxy init` with the pod's skip lists and probe ports. Root with NET_ADMIN +
+/// NET_RAW only: see the module docs for why it cannot be non-root.
+fn init_container(cfg: &InjectConfig, opts: &PodOptions, probe_ports: &BTreeSet<u16>) -> Value {
     let mut args = vec![
         "init".to_string(),
         "--proxy-uid".into(),
@@ -100,10 +122,19 @@ fn init_container(cfg: &InjectConfig, opts: &PodOptions, skip_inbound: &BTreeSet
             args.push(value);
         }
     };
-    flag("--skip-inbound-ports", join(skip_inbound));
+    flag("--skip-inbound-ports", join(&opts.skip_inbound_ports));
     flag("--skip-outbound-ports", join(&opts.skip_outbound_ports));
     flag("--skip-cidrs", opts.skip_outbound_cidrs.join(","));
-    json!({
+    let mut env = Vec::new();
+    if !probe_ports.is_empty() {
+        flag("--probe-ports", join(probe_ports));
+        flag("--probe-sources", probe_sources(opts.sidecar));
+        env.push(field_env(ENV_HOST_IP, "status.hostIP"));
+        if opts.sidecar == SidecarMode::Native {
+            env.push(field_env(ENV_HOST_IPS, "status.hostIPs"));
+        }
+    }
+    let mut c = json!({
         "name": INIT_CONTAINER,
         "image": cfg.proxy_image,
         "imagePullPolicy": cfg.image_pull_policy,
@@ -120,7 +151,13 @@ fn init_container(cfg: &InjectConfig, opts: &PodOptions, skip_inbound: &BTreeSet
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
-    })
+    });
+    if !env.is_empty()
+        && let Some(m) = c.as_object_mut()
+    {
+        m.insert("env".into(), Value::Array(env));
+    }
+    c
 }
 
 fn http_probe(path: &str, period: u32, failures: u32) -> Value {

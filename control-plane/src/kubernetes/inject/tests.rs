@@ -128,6 +128,16 @@ fn env<'a>(c: &'a Value, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no env {name}"))
 }
 
+/// The `fieldRef.fieldPath` of variable `name` in container `c`, if it has one.
+fn field_ref<'a>(c: &'a Value, name: &str) -> Option<&'a str> {
+    c["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?
+        .pointer("/valueFrom/fieldRef/fieldPath")?
+        .as_str()
+}
+
 fn init_args(pod: &Value) -> Vec<String> {
     serde_json::from_value(container(pod, INIT_CONTAINER)["args"].clone()).unwrap()
 }
@@ -167,6 +177,10 @@ fn bare_pod_gets_init_native_sidecar_volumes_and_annotations() {
     let init = container(&pod, INIT_CONTAINER);
     assert_eq!(init["image"], cfg().proxy_image);
     assert_eq!(init_args(&pod), ["init", "--proxy-uid", "1337"]);
+    assert!(
+        init.get("env").is_none(),
+        "no probes, no node address: {init:#}"
+    );
     let sc = &init["securityContext"];
     assert_eq!(sc["capabilities"]["add"], json!(["NET_ADMIN", "NET_RAW"]));
     assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
@@ -291,16 +305,29 @@ fn deployment_pod_keeps_its_volumes_and_annotations_and_exempts_probe_ports() {
     );
 
     // liveness httpGet "http" → 8080, readiness 8081, startup tcpSocket 8080, preStop
-    // 8082, the cache's gRPC probe 9901; its exec probe has no port.
+    // 8082, the cache's gRPC probe 9901; its exec probe has no port. They are exempted
+    // for the node's addresses only, never skipped for everyone.
     assert_eq!(
-        init_flag(&pod, "--skip-inbound-ports").as_deref(),
+        init_flag(&pod, "--probe-ports").as_deref(),
         Some("8080,8081,8082,9901")
     );
-    // Only 8080 is also a declared (serving) port: one warning, naming it.
+    assert_eq!(init_flag(&pod, "--skip-inbound-ports"), None);
+    // The node: its addresses from the downward API, expanded by Kubernetes in `args`,
+    // and the pod's gateway (the node's address on the pod link with bridge CNIs).
+    assert_eq!(
+        init_flag(&pod, "--probe-sources").as_deref(),
+        Some("$(FERRULE_HOST_IP),$(FERRULE_HOST_IPS),gateway")
+    );
+    let init = container(&pod, INIT_CONTAINER);
+    assert_eq!(field_ref(init, "FERRULE_HOST_IP"), Some("status.hostIP"));
+    assert_eq!(field_ref(init, "FERRULE_HOST_IPS"), Some("status.hostIPs"));
+    // Only 8080 is also a declared (serving) port: one warning, naming it and who can
+    // still reach it in plaintext.
     let warnings = response["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     let w = warnings[0].as_str().unwrap();
     assert!(w.contains("port 8080") && w.contains("api/"), "{w}");
+    assert!(w.contains("from the node"), "{w}");
     assert!(w.contains("ferrule.dev/skip-probe-ports"), "{w}");
 }
 
@@ -327,7 +354,9 @@ fn job_pod_keeps_its_init_containers_after_ours_so_they_get_the_mesh() {
         env(container(&pod, PROXY_CONTAINER), "FERRULE_SPIFFE_ID"),
         "spiffe://cluster.local/ns/batch/sa/migrator"
     );
-    assert_eq!(init_flag(&pod, "--skip-inbound-ports"), None, "no probes");
+    assert_eq!(init_flag(&pod, "--skip-inbound-ports"), None);
+    assert_eq!(init_flag(&pod, "--probe-ports"), None, "no probes");
+    assert_eq!(init_flag(&pod, "--probe-sources"), None);
 }
 
 #[test]

@@ -69,7 +69,7 @@ fn skip_lists_reach_the_init_step() {
 }
 
 #[test]
-fn probe_ports_merge_with_the_annotation_and_can_be_turned_off() {
+fn probe_ports_are_node_only_the_annotation_is_a_full_bypass_and_both_can_be_turned_off() {
     let mut review_json = parse(DEPLOYMENT);
     annotate(
         &mut review_json,
@@ -79,8 +79,30 @@ fn probe_ports_merge_with_the_annotation_and_can_be_turned_off() {
     let (pod, _) = inject(&review_json);
     assert_eq!(
         init_flag(&pod, "--skip-inbound-ports").as_deref(),
-        Some("22,8080,8081,8082,9901")
+        Some("22")
     );
+    assert_eq!(
+        init_flag(&pod, "--probe-ports").as_deref(),
+        Some("8080,8081,8082,9901")
+    );
+    // A probe port the annotation skips for everyone (the user's explicit choice) is
+    // not repeated as a probe port, and gets no probe warning.
+    annotate(
+        &mut review_json,
+        "ferrule.dev/skip-inbound-ports",
+        json!("8080"),
+    );
+    let (pod, response) = inject(&review_json);
+    assert_eq!(
+        init_flag(&pod, "--skip-inbound-ports").as_deref(),
+        Some("8080")
+    );
+    assert_eq!(
+        init_flag(&pod, "--probe-ports").as_deref(),
+        Some("8081,8082,9901")
+    );
+    assert!(response.get("warnings").is_none(), "{response:#}");
+
     annotate(
         &mut review_json,
         "ferrule.dev/skip-probe-ports",
@@ -89,8 +111,11 @@ fn probe_ports_merge_with_the_annotation_and_can_be_turned_off() {
     let (pod, response) = inject(&review_json);
     assert_eq!(
         init_flag(&pod, "--skip-inbound-ports").as_deref(),
-        Some("22")
+        Some("8080")
     );
+    assert_eq!(init_flag(&pod, "--probe-ports"), None);
+    assert_eq!(init_flag(&pod, "--probe-sources"), None);
+    assert!(container(&pod, INIT_CONTAINER).get("env").is_none());
     assert!(response.get("warnings").is_none(), "no bypass, no warning");
 }
 
@@ -101,6 +126,28 @@ fn the_default_for_probe_ports_comes_from_the_config() {
     let response = respond(&parse(DEPLOYMENT), &cfg);
     let pod = apply(&parse(DEPLOYMENT), &ops(&response));
     assert_eq!(init_flag(&pod, "--skip-inbound-ports"), None);
+    assert_eq!(init_flag(&pod, "--probe-ports"), None);
+}
+
+#[test]
+fn classic_pods_get_the_primary_host_ip_only() {
+    // Classic mode is for clusters before 1.29, whose API server may refuse
+    // `status.hostIPs` (a feature gate until 1.29).
+    let mut review_json = parse(DEPLOYMENT);
+    annotate(
+        &mut review_json,
+        "ferrule.dev/sidecar-mode",
+        json!("classic"),
+    );
+    let (pod, _) = inject(&review_json);
+    assert_eq!(
+        init_flag(&pod, "--probe-sources").as_deref(),
+        Some("$(FERRULE_HOST_IP),gateway")
+    );
+    let init = container(&pod, INIT_CONTAINER);
+    assert_eq!(field_ref(init, "FERRULE_HOST_IP"), Some("status.hostIP"));
+    assert_eq!(field_ref(init, "FERRULE_HOST_IPS"), None);
+    assert_eq!(init["env"].as_array().map(Vec::len), Some(1));
 }
 
 #[test]
@@ -114,10 +161,8 @@ fn probes_of_the_pods_own_native_sidecars_count_too() {
     review_json["request"]["object"]["spec"]["containers"][0]["livenessProbe"] =
         json!({"httpGet": {"port": 7001, "host": "10.1.2.3", "path": "/"}});
     let (pod, _) = inject(&review_json);
-    assert_eq!(
-        init_flag(&pod, "--skip-inbound-ports").as_deref(),
-        Some("7000")
-    );
+    assert_eq!(init_flag(&pod, "--probe-ports").as_deref(), Some("7000"));
+    assert_eq!(init_flag(&pod, "--skip-inbound-ports"), None);
 }
 
 #[test]
