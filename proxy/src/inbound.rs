@@ -356,8 +356,9 @@ impl Inbound {
         policy.borrow_and_update();
         self.authorize(&peer, port)?;
         let app = self.connect_app(app).await?;
+        let reset = crate::io::ResetHandle::new(&app).ok();
         let m = self.metrics.open(labels);
-        let stats = self.finish(io, app, &peer, port, policy).await?;
+        let stats = self.finish(io, app, reset, &peer, port, policy).await?;
         m.bytes(stats.a_to_b, stats.b_to_a);
         Ok(stats)
     }
@@ -420,11 +421,14 @@ impl Inbound {
     }
 
     /// Copies until both sides finish; closes early if a new policy denies the
-    /// connection (unless `close_on_policy_change` is off).
+    /// connection (unless `close_on_policy_change` is off). When the copy aborts (or a
+    /// policy cuts it), the application's side is reset through `reset`, not closed
+    /// cleanly ([`crate::io::reset`]).
     async fn finish<A, B>(
         &self,
         a: A,
         b: B,
+        mut reset: Option<crate::io::ResetHandle>,
         peer: &Peer,
         port: u16,
         mut policy: tokio::sync::watch::Receiver<u64>,
@@ -444,6 +448,9 @@ impl Inbound {
                         Ok(stats) => Ok(stats),
                         Err(e) => {
                             tracing::debug!(error = %e, "inbound copy ended with an error");
+                            if let (crate::io::copy::CopyError::Io { .. }, Some(r)) = (&e, reset.take()) {
+                                r.reset();
+                            }
                             Ok(e.stats())
                         }
                     };
@@ -458,6 +465,10 @@ impl Inbound {
                     if !d.allow {
                         self.metrics.decision(&d);
                         tracing::info!(%peer, port, policy = %d.policy, reason = d.reason, "closing an established connection: the new policy denies it");
+                        // Cut, not ended: the application must not take it as complete.
+                        if let Some(r) = reset.take() {
+                            r.reset();
+                        }
                         return Err(InboundError::Denied { policy: d.policy, reason: d.reason });
                     }
                 }

@@ -1,11 +1,14 @@
-//! Byte plumbing for the data path: the bidirectional copy loop (`io::copy`) and a
-//! stream that replays bytes already read during protocol detection (`io::prefixed`).
+//! Byte plumbing for the data path: the bidirectional copy loop (`io::copy`), a
+//! stream that replays bytes already read during protocol detection (`io::prefixed`),
+//! and aborting a plain TCP side when the other side aborted (`io::reset`).
 
 pub mod copy;
 pub mod prefixed;
+pub mod reset;
 
 pub use copy::{CopyStats, copy_bidirectional};
 pub use prefixed::PrefixedIo;
+pub use reset::ResetHandle;
 
 /// `addr` with an IPv4-mapped IPv6 address (`[::ffff:a.b.c.d]`, as seen on dual-stack
 /// sockets) turned into plain IPv4, so addresses compare and match CIDRs consistently.

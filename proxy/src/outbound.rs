@@ -309,16 +309,22 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outbo
     }
 }
 
-async fn copy<A, B>(a: A, b: B, limits: &Limits) -> CopyStats
+/// Copies between the application's connection and `b` until both finish. When the
+/// copy aborts (a reset, or the mesh hop cut without `close_notify`), the
+/// application's connection is reset too, not closed cleanly ([`crate::io::reset`]).
+async fn copy<B>(app: TcpStream, b: B, limits: &Limits) -> CopyStats
 where
-    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let idle = Some(limits.idle_timeout).filter(|d| !d.is_zero());
-    match copy_bidirectional(a, b, idle).await {
+    let reset = crate::io::ResetHandle::new(&app).ok();
+    match copy_bidirectional(app, b, idle).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, "outbound copy ended with an error");
+            if let (crate::io::copy::CopyError::Io { .. }, Some(r)) = (&e, reset) {
+                r.reset();
+            }
             e.stats()
         }
     }

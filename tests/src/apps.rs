@@ -2,8 +2,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use aws_lc_rs::digest;
@@ -17,6 +17,33 @@ pub enum Behaviour {
     Sink,
     /// Speak first: send `n` pattern bytes, then close (ignores input).
     Source(usize),
+    /// Speak first: send `n` pattern bytes and half-close, then read until EOF and
+    /// record what arrived (see [`AppServer::received`]): the server ends its direction
+    /// first, the client's stays open.
+    SourceThenSink(usize),
+    /// Read until EOF or an error and record which (see [`AppServer::received`]).
+    Record,
+    /// Send `n` pattern bytes, then abort the connection with a TCP reset.
+    Reset(usize),
+}
+
+/// How a [`Behaviour::Record`] or [`Behaviour::SourceThenSink`] connection's input ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A clean end of stream after `bytes` bytes with SHA-256 `sha256`.
+    Eof {
+        /// Bytes read.
+        bytes: u64,
+        /// Their SHA-256, hex.
+        sha256: String,
+    },
+    /// A read error (e.g. a reset) after `bytes` bytes.
+    Error {
+        /// Bytes read before the error.
+        bytes: u64,
+        /// The error kind.
+        kind: std::io::ErrorKind,
+    },
 }
 
 /// A test server on 127.0.0.1 (or a given address) counting its connections.
@@ -24,6 +51,7 @@ pub struct AppServer {
     /// Where it listens.
     pub addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl AppServer {
@@ -37,24 +65,74 @@ impl AppServer {
         let listener = TcpListener::bind(addr).expect("bind app server");
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
         let count = accepted.clone();
+        let log = received.clone();
         thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 count.fetch_add(1, Ordering::SeqCst);
-                thread::spawn(move || serve(conn, behaviour));
+                let log = log.clone();
+                thread::spawn(move || serve(conn, behaviour, &log));
             }
         });
-        Self { addr, accepted }
+        Self {
+            addr,
+            accepted,
+            received,
+        }
     }
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
+
+    /// How the input of each finished `Record` / `SourceThenSink` connection ended, in
+    /// the order they finished.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
 }
 
-fn serve(mut conn: TcpStream, behaviour: Behaviour) {
+/// Reads `conn` to its end, hashing, and says how it ended.
+fn drain(conn: &mut TcpStream) -> Received {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => {
+                return Received::Eof {
+                    bytes,
+                    sha256: hex(ctx.finish().as_ref()),
+                };
+            }
+            Ok(n) => {
+                ctx.update(&buf[..n]);
+                bytes += n as u64;
+            }
+            Err(e) => {
+                return Received::Error {
+                    bytes,
+                    kind: e.kind(),
+                };
+            }
+        }
+    }
+}
+
+/// Closes `conn` with a TCP reset (SO_LINGER 0), not a FIN.
+pub fn reset(conn: TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(&conn, nix::sys::socket::sockopt::Linger, &linger);
+    drop(conn);
+}
+
+fn serve(mut conn: TcpStream, behaviour: Behaviour, log: &Mutex<Vec<Received>>) {
     match behaviour {
         Behaviour::Echo => {
             let mut buf = vec![0u8; 64 * 1024];
@@ -91,6 +169,22 @@ fn serve(mut conn: TcpStream, behaviour: Behaviour) {
             let data = pattern(n, 7);
             let _ = conn.write_all(&data);
             let _ = conn.shutdown(Shutdown::Write);
+        }
+        Behaviour::SourceThenSink(n) => {
+            let _ = conn.write_all(&pattern(n, 7));
+            let _ = conn.shutdown(Shutdown::Write);
+            let got = drain(&mut conn);
+            log.lock().unwrap().push(got);
+        }
+        Behaviour::Record => {
+            let got = drain(&mut conn);
+            log.lock().unwrap().push(got);
+        }
+        Behaviour::Reset(n) => {
+            let _ = conn.write_all(&pattern(n, 7));
+            // Let the bytes leave before the reset discards the send queue.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            reset(conn);
         }
     }
 }
