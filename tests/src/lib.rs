@@ -6,6 +6,7 @@ pub mod apps;
 pub mod explicit;
 pub mod http;
 pub mod kube_api;
+pub mod mtls;
 pub mod netns;
 pub mod pcap;
 pub mod pem;
