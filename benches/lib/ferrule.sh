@@ -63,7 +63,11 @@ export P_PHYS_IPERF=$((F_BASE_PORT + 199)) P_F_LOCAL=$((F_BASE_PORT + 130)) P_F_
 export FERRULE_ADMIN_SOCKET=$CP_DIR/admin.sock
 BODY_1K=$(head -c 1024 /dev/zero | tr '\0' 'x'); export BODY_1K
 
-for b in "$OHA_BIN" "$WRK_BIN" "$IPERF3_BIN" "$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$HOLD_BIN" "$CERTIFY_BIN" openssl curl ss perl "$PY"; do
+LOAD_BIN=$BIN_DIR/ferrule-bench-load
+NEEDED=("$OHA_BIN" "$WRK_BIN" "$IPERF3_BIN" "$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$HOLD_BIN" "$CERTIFY_BIN" openssl curl ss perl "$PY")
+# count.sh needs only nginx, the Ferrule binaries, the fixed-work load tool and valgrind.
+[[ ${FERRULE_COUNT:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$LOAD_BIN" valgrind callgrind_control openssl curl ss perl "$PY")
+for b in "${NEEDED[@]}"; do
   command -v "$b" >/dev/null || die "missing tool: $b (run benches/run.sh, which installs and builds everything)"
 done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -395,6 +399,97 @@ run_profile() {
   log "profiles in $out"
 }
 
+# ---------------------------------------------------------------- instruction counts (benches/count.sh)
+# A fixed amount of work (ferrule-bench-load: N new connections, N keep-alive requests, M MiB
+# downloaded) through a fresh ferrule-tcp pair whose proxies run under callgrind. After start-up
+# and a warm-up (which also opens the pooled mesh connection when pooling is on), the counters
+# are zeroed; right after the workload they are dumped. Instruction counts do not depend on what
+# else the machine is doing, so before/after comparisons work on a busy box.
+# COUNT_TOOL=cpu runs the same fixed work without valgrind (larger by default) and reports the
+# proxies' CPU time from /proc (user and kernel, microseconds per unit): the kernel's share
+# (syscalls, loopback TCP) that callgrind cannot see. CPU time is noisier than instruction
+# counts on a busy machine, but it does not depend on the wall clock.
+cg_total() { # CALLGRIND-DUMP : total Ir
+  awk '/^(summary|totals):/{print $2; exit}' "$1"
+}
+proc_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }   # PID -> "utime stime" (clock ticks)
+run_count() {
+  local out=$RESULTS_DIR/count sc n pid f tot units uname args lpid u0 s0 u1 s1
+  local -A t0=()
+  mkdir -p "$out"
+  : "${COUNT_TOOL:=callgrind}"
+  : "${COUNT_SCENARIOS:=conn req bulk}"
+  if [[ $COUNT_TOOL == cpu ]]; then
+    : "${COUNT_CONN_N:=3000}"; : "${COUNT_CONN_C:=16}"; : "${COUNT_REQ_N:=100000}"; : "${COUNT_REQ_C:=64}"; : "${COUNT_BULK_MIB:=1000}"
+  fi
+  : "${COUNT_CONN_N:=200}"; : "${COUNT_CONN_C:=8}"; : "${COUNT_REQ_N:=10000}"; : "${COUNT_REQ_C:=16}"; : "${COUNT_BULK_MIB:=64}"
+  log "fixed-work counts ($COUNT_TOOL): scenarios $COUNT_SCENARIOS; conn ${COUNT_CONN_N}x${COUNT_CONN_C}, req ${COUNT_REQ_N}/${COUNT_REQ_C} conns, bulk ${COUNT_BULK_MIB} MiB"
+  for sc in $COUNT_SCENARIOS; do
+    PROXY_WRAPPER=""; READY_TRIES=300
+    if [[ $COUNT_TOOL == callgrind ]]; then
+      PROXY_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=$out/callgrind.$sc.%p.out"; READY_TRIES=1200
+    fi
+    start_ferrule ferrule-tcp
+    declare -A pname=(); for n in "${PROXIES[@]}"; do pname[${PIDS[$n]}]=$n; done
+    # Warm-up: discovery, the first handshake(s), allocator pools.
+    # (Discovery may reach the client proxy a moment after /ready: the sanity GET retries.)
+    ferrule_sanity_check ferrule-tcp
+    timeout 300 "$LOAD_BIN" --target "127.0.0.1:$FRONT_HTTP" --mode conn --n 20 --concurrency 4 > "$out/warmup.$sc.txt" 2>&1 \
+      || die "warm-up through the pair failed (see $out/warmup.$sc.txt)"
+    timeout 300 "$LOAD_BIN" --target "127.0.0.1:$FRONT_HTTP" --mode req --n 200 --concurrency "$COUNT_REQ_C" >> "$out/warmup.$sc.txt" 2>&1 \
+      || die "warm-up (req) failed (see $out/warmup.$sc.txt)"
+    case $sc in
+      conn) args=(--mode conn --n "$COUNT_CONN_N" --concurrency "$COUNT_CONN_C"); units=$COUNT_CONN_N; uname=connection ;;
+      # req and bulk: connections opened and warmed first (--ready-file), so only the
+      # requests / the bytes are counted, not connection set-up.
+      req)  args=(--mode req --n "$COUNT_REQ_N" --concurrency "$COUNT_REQ_C" --ready-file "$out/ready"); units=$COUNT_REQ_N; uname=request ;;
+      bulk) args=(--mode bulk --path /bulk --mib "$COUNT_BULK_MIB" --ready-file "$out/ready"); units=$COUNT_BULK_MIB; uname=MiB ;;
+    esac
+    rm -f "$out/ready"
+    timeout 1200 "$LOAD_BIN" --target "127.0.0.1:$FRONT_HTTP" "${args[@]}" > "$out/load.$sc.txt" 2>&1 & lpid=$!
+    if [[ $sc != conn ]]; then
+      for ((n = 0; n < 3000; n++)); do [[ -f $out/ready ]] && break; kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
+      [[ -f $out/ready ]] || die "workload $sc did not get ready (see $out/load.$sc.txt)"
+    fi
+    for pid in "${!pname[@]}"; do
+      if [[ $COUNT_TOOL == cpu ]]; then t0[$pid]=$(proc_ticks "$pid"); continue; fi
+      timeout 60 callgrind_control -z "$pid" > /dev/null 2>&1 || log "callgrind_control -z $pid failed"
+    done
+    rm -f "$out/ready"
+    wait "$lpid" || die "workload $sc failed (see $out/load.$sc.txt)"
+    sleep 1   # let the last connections close inside the proxies
+    if [[ $COUNT_TOOL == cpu ]]; then
+      for pid in "${!pname[@]}"; do
+        read -r u0 s0 <<< "${t0[$pid]}"; read -r u1 s1 < <(proc_ticks "$pid")
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "${pname[$pid]}" \
+          "$(awk -v a=$((u1 - u0)) -v hz="$CLK_TCK" -v u="$units" 'BEGIN{printf "%.1f", a/hz*1e6/u}')" \
+          "$(awk -v a=$((s1 - s0)) -v hz="$CLK_TCK" -v u="$units" 'BEGIN{printf "%.1f", a/hz*1e6/u}')" \
+          "$units" "$(awk -v a=$((u1 - u0 + s1 - s0)) -v hz="$CLK_TCK" -v u="$units" 'BEGIN{printf "%.1f", a/hz*1e6/u}')" >> "$out/summary.tsv"
+      done
+      for n in "${PROXIES[@]}"; do stop_name "$n"; done
+      PROXIES=(); unset pname
+      continue
+    fi
+    for pid in "${!pname[@]}"; do
+      timeout 120 callgrind_control -d "$pid" > /dev/null 2>&1 || log "callgrind_control -d $pid failed"
+    done
+    for pid in "${!pname[@]}"; do
+      f=$(ls -t "$out"/callgrind."$sc"."$pid".out.* 2>/dev/null | head -1)
+      [[ -n $f ]] || { log "no callgrind dump for $sc/${pname[$pid]}"; continue; }
+      tot=$(cg_total "$f")
+      mv "$f" "$out/callgrind.$sc.${pname[$pid]}.out"
+      printf '%s\t%s\t%s\t%s\t%s\n' "$sc" "${pname[$pid]}" "$tot" "$units" "$(awk -v t="$tot" -v u="$units" 'BEGIN{printf "%.0f", t/u}')" >> "$out/summary.tsv"
+      emit ferrule-tcp "count.$sc.${pname[$pid]}.ir_per_$uname" "$(awk -v t="$tot" -v u="$units" 'BEGIN{printf "%.0f", t/u}')" Ir
+      $PY tools/cgtop.py "$out/callgrind.$sc.${pname[$pid]}.out" "$units" "$uname" 30 > "$out/cgtop.$sc.${pname[$pid]}.txt" 2>&1 || true
+    done
+    for n in "${PROXIES[@]}"; do stop_slow "$n"; done
+    rm -f "$out"/callgrind."$sc".[0-9]*.out*
+    PROXIES=(); unset pname
+  done
+  PROXY_WRAPPER=""; READY_TRIES=300
+  log "instruction counts in $out/summary.tsv"
+}
+
 # ---------------------------------------------------------------- main
 mkdir -p "$RESULTS_DIR"
 [[ -f $RESULTS_TSV ]] || printf 'run\tconfig\tmetric\tvalue\tunit\n' > "$RESULTS_TSV"
@@ -413,6 +508,7 @@ setup_work
 start_upstream
 start_control_plane
 if [[ ${FERRULE_PROFILE:-0} == 1 ]]; then run_profile; stop_all; exit 0; fi
+if [[ ${FERRULE_COUNT:-0} == 1 ]]; then run_count; stop_all; exit 0; fi
 if [[ ${FERRULE_UP:-0} == 1 ]]; then   # development: a pair to poke at, for FERRULE_UP_SECONDS (bounded)
   start_ferrule ferrule-tcp; ferrule_sanity_check ferrule-tcp
   log "pair up: http 127.0.0.1:$FRONT_HTTP, bulk 127.0.0.1:$FRONT_BULK, out pid ${PIDS[ferrule-out]}, in pid ${PIDS[ferrule-in]}; ${FERRULE_UP_SECONDS:=300}s"

@@ -164,6 +164,7 @@ pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyho
             unmeshed: file.outbound.unmeshed,
             limits: file.limits.clone(),
             tls: tls_opts.clone(),
+            pool: file.outbound.pool,
         },
         identity.clone(),
         discovery.clone(),

@@ -20,13 +20,36 @@
 //! * The inbound side only forwards to ports the workload declares; anything else is
 //!   refused, so the hop header cannot reach the proxy's own ports or undeclared
 //!   loopback-only services.
+//!
+//! ## Version 2: the pooled hop, ALPN `ferrule/2` ([`mux`])
+//!
+//! Version 1 costs one mTLS handshake per application connection. Version 2 carries many
+//! application connections over one mTLS connection per (client proxy identity, server
+//! proxy address, expected server identity), each as an HTTP/2 `CONNECT` stream whose
+//! `:authority` port plays the hop header's part (as Istio's HBONE does). Everything else
+//! is unchanged: the same TLS policy and certificates, the same port rules, and the same
+//! authorization, now per stream. A client offers both ALPN ids (`ferrule/2` first) and a
+//! server picks `ferrule/2` when it speaks it, so either side can be upgraded first; a
+//! `ferrule/1` answer is used as a version-1 connection. See [`mux`] for the stream rules
+//! and for how a long-lived connection stays within its peer's verification.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// ALPN protocol id of a Ferrule mesh hop.
+pub mod mux;
+
+/// ALPN protocol id of a Ferrule mesh hop (version 1: one mTLS connection per
+/// application connection, hop header).
 pub const ALPN: &[u8] = b"ferrule/1";
+/// ALPN protocol id of the pooled Ferrule mesh hop (version 2: HTTP/2 `CONNECT` streams
+/// over a shared mTLS connection, see [`mux`]).
+pub const ALPN_MUX: &[u8] = b"ferrule/2";
+
+/// Whether `alpn` names a Ferrule mesh hop (either version).
+pub fn is_mesh_alpn(alpn: &[u8]) -> bool {
+    alpn == ALPN || alpn == ALPN_MUX
+}
 /// Magic that starts the hop header.
 pub const MAGIC: &[u8; 4] = b"FRL1";
 /// Length of the hop header.
@@ -47,6 +70,9 @@ pub enum HopError {
     /// Port 0.
     #[error("hop header names port 0")]
     ZeroPort,
+    /// A `ferrule/2` stream that is not a `CONNECT` to `<host>:<port>`.
+    #[error("malformed CONNECT request: {0}")]
+    BadConnect(&'static str),
 }
 
 /// Encodes the header for `port`.

@@ -10,9 +10,14 @@
 //!    it unauthenticated.
 //! 4. Authorize (peer, port); deny → close, logged with the reason.
 //! 5. Connect to the application and copy bytes both ways.
+//!
+//! A `ferrule/2` connection (`inbound::mux`) carries many application connections as
+//! streams: steps 3 (hop header → the stream's `CONNECT` port) to 5 then run per stream,
+//! after re-checking the peer.
 
 pub mod detect;
 pub mod http;
+mod mux;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::config::file::{Limits, Mode, PortMode, Protocol};
-use crate::drain::Drain;
+use crate::drain::{ConnGuard, Drain};
 use crate::hop;
 use crate::io::copy_bidirectional;
 use crate::metrics::{ConnLabels, Metrics};
@@ -105,6 +110,10 @@ pub enum InboundError {
     AppConnectTimeout(SocketAddr),
     #[error("original destination: {0}")]
     OriginalDst(std::io::Error),
+    #[error("pooled mesh connection: {0}")]
+    Mux(#[source] h2::Error),
+    #[error("peer: {0}")]
+    Peer(#[source] ferrule_tls::VerifyError),
 }
 
 impl InboundError {
@@ -126,6 +135,8 @@ impl InboundError {
             Self::AppConnect { .. } => "app_connect",
             Self::AppConnectTimeout(_) => "app_connect_timeout",
             Self::OriginalDst(_) => "original_dst",
+            Self::Mux(_) => "mux",
+            Self::Peer(e) => e.reason(),
         }
     }
 }
@@ -136,6 +147,8 @@ pub struct Inbound {
     /// Connections not yet past detection, handshake and hop header
     /// (`limits.max_handshakes`).
     handshakes: Arc<tokio::sync::Semaphore>,
+    /// Our credentials and trust bundle (re-checks of pooled connections' peers).
+    identity: IdentityHandle,
     acceptor: TlsAcceptor,
     authz: Authorizer,
     metrics: Metrics,
@@ -162,13 +175,15 @@ impl Inbound {
         metrics: Metrics,
     ) -> Result<Self, ferrule_tls::ConfigError> {
         let mut opts = tls.clone();
-        opts.alpn = vec![hop::ALPN.to_vec()];
+        // Server preference: the pooled hop when the client offers it.
+        opts.alpn = vec![hop::ALPN_MUX.to_vec(), hop::ALPN.to_vec()];
         let config =
             ferrule_tls::server_config(identity, ferrule_tls::ClientAuth::Required, &opts)?;
         Ok(Self {
             clients: http::clients(settings.limits.connect_timeout),
             acceptor: TlsAcceptor::from(config),
             handshakes: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_handshakes)),
+            identity: identity.clone(),
             authz,
             metrics,
             settings,
@@ -177,6 +192,9 @@ impl Inbound {
 
     /// Accepts connections until the drain starts, then lets live ones finish.
     pub async fn run(self: Arc<Self>, listener: TcpListener, drain: Drain) {
+        // Pooled connections have their own cap: their streams take the connection cap,
+        // each like a version-1 connection.
+        let mux_conns = drain.sibling(drain.max());
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -196,11 +214,11 @@ impl Inbound {
                 continue;
             };
             let this = self.clone();
+            let (drain, mux_conns) = (drain.clone(), mux_conns.clone());
             let span = tracing::info_span!("inbound", %remote, peer = tracing::field::Empty, port = tracing::field::Empty, decision = tracing::field::Empty);
             tokio::spawn(
                 async move {
-                    let _guard = guard;
-                    match this.serve_conn(tcp, remote).await {
+                    match this.serve_conn(tcp, remote, guard, &drain, &mux_conns).await {
                         Ok(stats) => tracing::debug!(bytes_in = stats.a_to_b, bytes_out = stats.b_to_a, "inbound connection closed"),
                         Err(e) => {
                             this.metrics.failure("inbound", e.reason());
@@ -214,10 +232,14 @@ impl Inbound {
     }
 
     async fn serve_conn(
-        &self,
+        self: &Arc<Self>,
         tcp: TcpStream,
         remote: SocketAddr,
+        guard: ConnGuard,
+        drain: &Drain,
+        mux_conns: &Drain,
     ) -> Result<crate::io::CopyStats, InboundError> {
+        let _guard = guard;
         let _ = tcp.set_nodelay(true);
         let limits = &self.settings.limits;
         // Held until the peer is authenticated (or found to be plaintext); each phase
@@ -250,6 +272,7 @@ impl Inbound {
         };
         match proto {
             _ if mesh => {
+                let bundle_before = self.identity.bundle();
                 let tls =
                     match tokio::time::timeout(limits.handshake_timeout, self.acceptor.accept(io))
                         .await
@@ -263,6 +286,30 @@ impl Inbound {
                         }
                         Err(_) => return Err(InboundError::HandshakeTimeout),
                     };
+                self.metrics
+                    .handshake("inbound", tls.get_ref().1.alpn_protocol());
+                if tls.get_ref().1.alpn_protocol() == Some(hop::ALPN_MUX) {
+                    let peer = ferrule_tls::VerifiedPeer::after_handshake(
+                        &self.identity,
+                        bundle_before,
+                        tls.get_ref().1.peer_certificates(),
+                        ferrule_tls::Usage::Client,
+                    )
+                    .map_err(InboundError::Peer)?;
+                    tracing::Span::current().record("peer", tracing::field::display(peer.id()));
+                    // From here on the streams hold the connection cap, not this connection.
+                    let Some(mux_guard) = mux_conns.try_track() else {
+                        tracing::warn!(
+                            limit = mux_conns.max(),
+                            "inbound connection refused: pooled connection cap reached"
+                        );
+                        return Err(InboundError::Mux(h2::Reason::REFUSED_STREAM.into()));
+                    };
+                    drop(_guard);
+                    drop(handshake);
+                    let _mux_guard = mux_guard;
+                    return self.serve_mux(tls, peer, remote, original, drain).await;
+                }
                 if tls.get_ref().1.alpn_protocol() != Some(hop::ALPN) {
                     return Err(InboundError::NotMeshAlpn);
                 }

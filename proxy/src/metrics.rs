@@ -47,6 +47,16 @@ pub struct DecisionLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a completed mesh handshake.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// Negotiated hop protocol: `ferrule/1` (one application connection) or `ferrule/2`
+    /// (pooled, many).
+    pub alpn: &'static str,
+}
+
 /// `direction` label only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirLabels {
@@ -81,6 +91,7 @@ pub struct Metrics {
     pub bytes_received: Family<ConnLabels, Counter>,
     pub bytes_sent: Family<ConnLabels, Counter>,
     pub connection_failures: Family<FailureLabels, Counter>,
+    pub mesh_handshakes: Family<HandshakeLabels, Counter>,
     pub authz_decisions: Family<DecisionLabels, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<HttpLabels, Histogram>,
@@ -103,6 +114,7 @@ impl Metrics {
             bytes_received: Family::default(),
             bytes_sent: Family::default(),
             connection_failures: Family::default(),
+            mesh_handshakes: Family::default(),
             authz_decisions: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(|| {
@@ -144,6 +156,11 @@ impl Metrics {
             "connection_failures",
             "Connections refused or failed, by reason (handshake failures: unknown_ca, identity_mismatch, expired, no_client_certificate, protocol, timeout, ...)",
             m.connection_failures.clone(),
+        );
+        r.register(
+            "mesh_handshakes",
+            "Completed mTLS handshakes of mesh connections, by hop protocol (a ferrule/2 connection carries many application connections)",
+            m.mesh_handshakes.clone(),
         );
         r.register(
             "authz_decisions",
@@ -204,6 +221,17 @@ impl Metrics {
     pub fn failure(&self, direction: &'static str, reason: &'static str) {
         self.connection_failures
             .get_or_create(&FailureLabels { direction, reason })
+            .inc();
+    }
+
+    /// Counts a completed mesh handshake that negotiated `alpn`.
+    pub fn handshake(&self, direction: &'static str, alpn: Option<&[u8]>) {
+        let alpn = match alpn {
+            Some(a) if a == crate::hop::ALPN_MUX => "ferrule/2",
+            _ => "ferrule/1",
+        };
+        self.mesh_handshakes
+            .get_or_create(&HandshakeLabels { direction, alpn })
             .inc();
     }
 

@@ -13,17 +13,24 @@
 //! In both cases the server must present exactly the expected identity, chained to the
 //! current trust bundle; otherwise the connection is closed and the reason logged.
 //! A destination known to be meshed is never dialled in plaintext.
+//!
+//! By default application connections to the same server proxy share one pooled mTLS
+//! connection as `ferrule/2` streams (`outbound::pool`, `hop::mux`); `outbound.pool:
+//! false` dials one `ferrule/1` connection per application connection.
+
+mod pool;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferrule_tls::{IdentityHandle, TlsOptions};
+use ferrule_tls::{IdentityHandle, TlsOptions, TrustBundle};
 use rustls::pki_types::ServerName;
 use spiffe::SpiffeId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tracing::Instrument;
 
 use crate::config::file::{Limits, Unmeshed};
@@ -51,6 +58,8 @@ pub struct OutboundSettings {
     pub limits: Limits,
     /// TLS options.
     pub tls: TlsOptions,
+    /// Carry application connections as streams over pooled `ferrule/2` connections.
+    pub pool: bool,
 }
 
 /// Why an outbound connection failed. Each has a stable label.
@@ -85,6 +94,18 @@ pub enum OutboundError {
     },
     #[error("TLS handshake with {0} timed out")]
     HandshakeTimeout(SocketAddr),
+    #[error("server proxy {addr}: {source}")]
+    Peer {
+        addr: SocketAddr,
+        #[source]
+        source: ferrule_tls::VerifyError,
+    },
+    #[error("opening a stream to {addr}: {source}")]
+    Stream {
+        addr: SocketAddr,
+        #[source]
+        source: h2::Error,
+    },
     #[error("TLS configuration: {0}")]
     Tls(#[from] ferrule_tls::ConfigError),
 }
@@ -103,6 +124,8 @@ impl OutboundError {
             Self::NoCertificate => "no_certificate",
             Self::Handshake { reason, .. } => reason,
             Self::HandshakeTimeout(_) => "timeout",
+            Self::Peer { source, .. } => source.reason(),
+            Self::Stream { .. } => "mux_stream",
             Self::Tls(_) => "tls_config",
         }
     }
@@ -114,8 +137,11 @@ pub struct Outbound {
     settings: OutboundSettings,
     identity: IdentityHandle,
     discovery: Discovery,
-    /// Client TLS configurations, one per expected server identity.
-    configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
+    /// Client TLS configurations, per expected server identity and whether `ferrule/2`
+    /// is offered.
+    configs: Mutex<HashMap<(SpiffeId, bool), Arc<rustls::ClientConfig>>>,
+    /// Pooled `ferrule/2` connections.
+    pool: pool::Pool,
 }
 
 impl Outbound {
@@ -132,6 +158,7 @@ impl Outbound {
             identity,
             discovery,
             configs: Mutex::new(HashMap::new()),
+            pool: pool::Pool::default(),
         }
     }
 
@@ -245,55 +272,91 @@ impl Outbound {
         for (addr, id) in candidates {
             tracing::Span::current().record("dst", tracing::field::display(addr));
             tracing::Span::current().record("server_id", tracing::field::display(&id));
-            let tcp = match connect(addr, limits.connect_timeout).await {
-                Ok(tcp) => tcp,
-                Err(e) => {
+            let hop = match self.open_hop(addr, &id, port).await {
+                Ok(hop) => hop,
+                Err(e @ (OutboundError::Connect { .. } | OutboundError::ConnectTimeout(_))) => {
                     tracing::debug!(%addr, error = %e, "endpoint unreachable; trying the next");
                     last_err = Some(e);
                     continue;
                 }
+                Err(e) => return Err(e),
             };
-            let connector = TlsConnector::from(self.client_config(&id)?);
-            // Verification is by SPIFFE ID; the server name is only a placeholder.
-            let name = ServerName::try_from("mesh.ferrule.invalid").expect("static name is valid");
-            let mut tls =
-                match tokio::time::timeout(limits.handshake_timeout, connector.connect(name, tcp))
-                    .await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        return Err(OutboundError::Handshake {
-                            addr,
-                            reason: ferrule_tls::classify_io(&e),
-                            source: e,
-                        });
-                    }
-                    Err(_) => return Err(OutboundError::HandshakeTimeout(addr)),
-                };
-            hop::write_header(&mut tls, port)
-                .await
-                .map_err(|source| OutboundError::Connect { addr, source })?;
-            let m = self.metrics.open(ConnLabels {
+            let labels = ConnLabels {
                 direction: "outbound",
                 peer: id.to_string(),
                 tls: "mtls",
-            });
-            let stats = copy(app, tls, limits).await;
-            m.bytes(stats.a_to_b, stats.b_to_a);
+            };
+            let stats = match hop {
+                pool::Hop::Pooled(stream) => {
+                    let m = self.metrics.open(labels);
+                    let stats = copy(app, stream, limits).await;
+                    m.bytes(stats.a_to_b, stats.b_to_a);
+                    stats
+                }
+                pool::Hop::Single(mut tls) => {
+                    hop::write_header(&mut tls, port)
+                        .await
+                        .map_err(|source| OutboundError::Connect { addr, source })?;
+                    let m = self.metrics.open(labels);
+                    let stats = copy(app, tls, limits).await;
+                    m.bytes(stats.a_to_b, stats.b_to_a);
+                    stats
+                }
+            };
             return Ok(stats);
         }
         Err(last_err.unwrap_or(OutboundError::NotSynced))
     }
 
-    fn client_config(&self, id: &SpiffeId) -> Result<Arc<rustls::ClientConfig>, OutboundError> {
+    /// TCP connect and mTLS handshake with the server proxy at `addr`, which must prove
+    /// `id`; offers `ferrule/2` (before `ferrule/1`) when `pooled`. Returns the stream and
+    /// the trust bundle held before the handshake started (see
+    /// [`ferrule_tls::VerifiedPeer::after_handshake`]).
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        id: &SpiffeId,
+        pooled: bool,
+    ) -> Result<(TlsStream<TcpStream>, Option<Arc<TrustBundle>>), OutboundError> {
+        let limits = &self.settings.limits;
+        let tcp = connect(addr, limits.connect_timeout).await?;
+        let connector = TlsConnector::from(self.client_config(id, pooled)?);
+        // Verification is by SPIFFE ID; the server name is only a placeholder.
+        let name = ServerName::try_from("mesh.ferrule.invalid").expect("static name is valid");
+        let bundle_before = self.identity.bundle();
+        match tokio::time::timeout(limits.handshake_timeout, connector.connect(name, tcp)).await {
+            Ok(Ok(tls)) => {
+                self.metrics
+                    .handshake("outbound", tls.get_ref().1.alpn_protocol());
+                Ok((tls, bundle_before))
+            }
+            Ok(Err(e)) => Err(OutboundError::Handshake {
+                addr,
+                reason: ferrule_tls::classify_io(&e),
+                source: e,
+            }),
+            Err(_) => Err(OutboundError::HandshakeTimeout(addr)),
+        }
+    }
+
+    fn client_config(
+        &self,
+        id: &SpiffeId,
+        pooled: bool,
+    ) -> Result<Arc<rustls::ClientConfig>, OutboundError> {
         let mut configs = self.configs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = configs.get(id) {
+        let key = (id.clone(), pooled);
+        if let Some(c) = configs.get(&key) {
             return Ok(c.clone());
         }
         let mut opts = self.settings.tls.clone();
-        opts.alpn = vec![hop::ALPN.to_vec()];
+        opts.alpn = if pooled {
+            vec![hop::ALPN_MUX.to_vec(), hop::ALPN.to_vec()]
+        } else {
+            vec![hop::ALPN.to_vec()]
+        };
         let c = ferrule_tls::client_config(&self.identity, vec![id.clone()], &opts)?;
-        configs.insert(id.clone(), c.clone());
+        configs.insert(key, c.clone());
         Ok(c)
     }
 }

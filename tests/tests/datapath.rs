@@ -77,6 +77,76 @@ fn many_concurrent_connections_are_byte_exact() {
 }
 
 #[test]
+fn application_connections_share_one_pooled_mesh_connection() {
+    let m = mesh(Behaviour::Echo, "");
+    for i in 0..20 {
+        let msg = format!("sequential {i}");
+        assert_eq!(
+            echo_roundtrip(m.upstream, msg.as_bytes()).unwrap(),
+            msg.as_bytes()
+        );
+    }
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let up = m.upstream;
+            std::thread::spawn(move || {
+                let data = pattern(256 << 10, 100 + i);
+                let got = echo_roundtrip(up, &data).unwrap();
+                assert!(got == data, "connection {i} corrupted");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // 36 application connections, each authorized and counted on its own, over a single
+    // mTLS handshake (ALPN ferrule/2) between the two proxies.
+    let peer = format!("direction=\"inbound\",peer=\"{WEB}\",tls=\"mtls\"");
+    let closed = wait_for(Duration::from_secs(5), || {
+        let (_, t) = m.api.admin_get("/metrics").ok()?;
+        let v = sample(
+            &t,
+            &format!("ferrule_proxy_connections_closed_total{{{peer}}}"),
+        )?;
+        (v >= 36.0).then_some(t)
+    });
+    let api = closed.unwrap_or_else(|| m.api.admin_get("/metrics").unwrap().1);
+    assert_eq!(
+        sample(
+            &api,
+            &format!("ferrule_proxy_connections_opened_total{{{peer}}}")
+        ),
+        Some(36.0),
+        "{api}"
+    );
+    assert_eq!(
+        sample(
+            &api,
+            "ferrule_proxy_mesh_handshakes_total{direction=\"inbound\",alpn=\"ferrule/2\"}"
+        ),
+        Some(1.0),
+        "{api}"
+    );
+    assert_eq!(
+        sample(
+            &api,
+            "ferrule_proxy_mesh_handshakes_total{direction=\"inbound\",alpn=\"ferrule/1\"}"
+        ),
+        None,
+        "{api}"
+    );
+    let (_, web) = m.web.admin_get("/metrics").unwrap();
+    assert_eq!(
+        sample(
+            &web,
+            "ferrule_proxy_mesh_handshakes_total{direction=\"outbound\",alpn=\"ferrule/2\"}"
+        ),
+        Some(1.0),
+        "{web}"
+    );
+}
+
+#[test]
 fn plaintext_and_garbage_to_the_mesh_port_never_reach_the_app() {
     let m = mesh(Behaviour::Echo, "limits:\n  handshake_timeout: 2s\n");
     let before = m.app.accepted();

@@ -16,6 +16,8 @@
 //! outbound:
 //!   listen: 127.0.0.1:15001 # transparent mode capture listener
 //!   unmeshed: refuse        # refuse | passthrough (destinations not in the mesh)
+//!   pool: true              # share pooled mTLS connections (ALPN ferrule/2); false: one
+//!                           # ferrule/1 connection (one handshake) per app connection
 //!   upstreams:              # explicit mode: local port -> mesh service
 //!     - listen: 127.0.0.1:9001
 //!       service: backend
@@ -136,6 +138,10 @@ pub struct OutboundFile {
     pub listen: SocketAddr,
     pub unmeshed: Unmeshed,
     pub upstreams: Vec<Upstream>,
+    /// Carry application connections as streams over pooled mesh connections
+    /// (ALPN `ferrule/2`; default true). Servers that answer `ferrule/1` are still dialled
+    /// per connection.
+    pub pool: bool,
 }
 
 impl Default for OutboundFile {
@@ -144,6 +150,7 @@ impl Default for OutboundFile {
             listen: SocketAddr::from(([127, 0, 0, 1], 15001)),
             unmeshed: Unmeshed::Refuse,
             upstreams: Vec::new(),
+            pool: true,
         }
     }
 }

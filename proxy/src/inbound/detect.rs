@@ -1,5 +1,5 @@
 //! Protocol detection on the inbound listener: is this connection a Ferrule mesh hop
-//! (TLS with ALPN `ferrule/1`), some other TLS, or plaintext?
+//! (TLS with ALPN `ferrule/1` or `ferrule/2`), some other TLS, or plaintext?
 //!
 //! We read (not peek) the first bytes into a buffer and feed them to rustls's
 //! sans-I/O `Acceptor`, which reassembles a ClientHello even when it is fragmented over
@@ -24,7 +24,7 @@ pub const MAX_DETECT_BYTES: usize = 32 * 1024;
 /// What the first bytes of a connection revealed.
 #[derive(Debug)]
 pub enum Protocol {
-    /// TLS whose ClientHello offers ALPN `ferrule/1`: a mesh hop.
+    /// TLS whose ClientHello offers ALPN `ferrule/1` or `ferrule/2`: a mesh hop.
     Mesh,
     /// TLS, but not ours (an application's own TLS).
     OtherTls,
@@ -96,7 +96,7 @@ pub async fn detect(
                 Ok(None) => continue,
                 Ok(Some(accepted)) => {
                     let hello = accepted.client_hello();
-                    let ours = hello.alpn().is_some_and(|mut p| p.any(|p| p == hop::ALPN));
+                    let ours = hello.alpn().is_some_and(|mut p| p.any(hop::is_mesh_alpn));
                     let proto = if ours {
                         Protocol::Mesh
                     } else {

@@ -50,6 +50,6 @@ pub use identity::{BundleError, Credentials, CredentialsError, IdentityHandle, T
 pub use provider::provider;
 pub use spiffe::{SpiffeId, TrustDomain};
 pub use verify::{
-    SpiffeClientVerifier, SpiffeServerVerifier, Usage, VerifyError, classify, classify_io,
-    peer_spiffe_id, verify_error_of, verify_svid,
+    SpiffeClientVerifier, SpiffeServerVerifier, Usage, VerifiedPeer, VerifyError, classify,
+    classify_io, peer_spiffe_id, verify_error_of, verify_svid,
 };

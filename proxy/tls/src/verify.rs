@@ -13,6 +13,7 @@
 
 mod client_cert;
 mod error;
+mod peer;
 mod server_cert;
 
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -21,6 +22,7 @@ use webpki::{EndEntityCert, KeyUsage};
 
 pub use client_cert::SpiffeClientVerifier;
 pub use error::{Usage, VerifyError, classify, classify_io, verify_error_of};
+pub use peer::VerifiedPeer;
 pub use server_cert::SpiffeServerVerifier;
 
 use crate::identity::TrustBundle;

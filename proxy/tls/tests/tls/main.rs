@@ -3,6 +3,7 @@
 
 mod handshake;
 mod harness;
+mod peer;
 mod pki;
 mod rotation;
 mod verify;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Instruction counts of the ferrule-tcp pair for a FIXED amount of work, for before/after
+# comparisons on a busy machine (callgrind counts instructions, not seconds): N new
+# connections, N keep-alive requests, M MiB downloaded, each through a fresh pair whose proxies
+# run under valgrind --tool=callgrind (counters zeroed after start-up and a warm-up).
+#   benches/count.sh        COUNT_SCENARIOS="conn req bulk" COUNT_CONN_N=200 COUNT_REQ_N=10000 COUNT_BULK_MIB=64
+#   COUNT_TOOL=cpu benches/count.sh    same fixed work, larger, without valgrind: CPU time of the
+#                                      proxies from /proc, user and kernel (µs per unit)
+# Needs built release binaries (benches/run.sh builds them; or
+# RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu --bins)
+# and nginx. Prints scenario, proxy, total Ir, units, Ir per unit; data in
+# $FERRULE_BENCH_STATE/results/count-*/count/. User space only: syscalls are not counted.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+if [[ -z ${PEERS_DIR:-} ]]; then
+  for d in /work/shared/peers "$HERE/../../shared/peers"; do [[ -x $d/run.sh ]] && { PEERS_DIR=$(cd "$d" && pwd); break; }; done
+fi
+export PEERS_DIR
+command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
+: "${FERRULE_BENCH_STATE:=/var/tmp/ferrule-benches}"
+RUN=count-$(date +%Y%m%d-%H%M%S)
+export RESULTS_DIR=$FERRULE_BENCH_STATE/results/$RUN RUN_ID=$RUN FERRULE_COUNT=1 FERRULE_PHYSICAL=0
+export PATH="$PATH:$HOME/.cargo/bin"
+"$HERE/lib/ferrule.sh"
+if [[ ${COUNT_TOOL:-callgrind} == cpu ]]; then
+  printf 'scenario\tproxy\tuser_us/unit\tsys_us/unit\tunits\tcpu_us/unit\n'
+else
+  printf 'scenario\tproxy\tIr\tunits\tIr/unit\n'
+fi
+cat "$RESULTS_DIR/count/summary.tsv"

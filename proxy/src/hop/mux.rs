@@ -1,0 +1,284 @@
+//! The pooled mesh hop, ALPN `ferrule/2`: many application connections over one mTLS
+//! connection between two proxies, each an HTTP/2 `CONNECT` stream.
+//!
+//! ```text
+//! client proxy                                          server proxy
+//!   TLS 1.3, ALPN "ferrule/2" (offered before "ferrule/1"), both X.509-SVIDs
+//!   HTTP/2 preface, SETTINGS  ◄────────────────────────► SETTINGS
+//!   per application connection:
+//!   HEADERS :method CONNECT, :authority <ip>:<port> ──►  port = what the hop header said;
+//!   DATA (app bytes, sent at once, no round trip)        peer re-checked, port rules,
+//!                                                        authorization, connect the app
+//!                                ◄── HEADERS :status 200, sent with the app's first bytes
+//!   DATA both ways; END_STREAM = half-close (FIN); RST_STREAM = abort (reset)
+//! ```
+//!
+//! * **Backpressure** is HTTP/2 flow control per stream ([`STREAM_WINDOW`]) and per
+//!   connection ([`CONNECTION_WINDOW`]): a slow application slows its own stream only,
+//!   and a proxy buffers at most a window per stream.
+//! * **Half-close and aborts** map one to one: an application's FIN becomes END_STREAM
+//!   and the other proxy shuts down the write side of its socket; an error on either
+//!   side resets the stream, which the other side reports as an error, never as a clean
+//!   end of data.
+//! * **Trust.** The connection was verified once, at its handshake. Before every new
+//!   stream, each side checks that the peer still passes verification *now*
+//!   ([`ferrule_tls::VerifiedPeer::check`]: no certificate of its chain expired, and the
+//!   chain re-verified after any trust-bundle change), and that it still holds its own
+//!   certificate; otherwise the stream is refused and no new stream is opened on that
+//!   connection. Streams already open continue, as established connections do after a
+//!   rotation.
+//! * **Limits.** A server advertises [`MAX_STREAMS`] concurrent streams, and each stream
+//!   takes one slot of the inbound connection cap, like a version-1 connection. Rapid
+//!   reset (CVE-2023-44487) is bounded as on the L7 ports.
+//!
+//! [`MuxStream`] turns one stream into an `AsyncRead + AsyncWrite` byte stream, so the
+//! copy loop and the L7 handler run over it unchanged.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http::{Method, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::HopError;
+
+/// Receive window per stream: what one application connection may have in flight.
+pub const STREAM_WINDOW: u32 = 2 << 20;
+/// Receive window per connection, shared by its streams.
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Concurrent streams a server accepts on one connection.
+pub const MAX_STREAMS: u32 = 1024;
+/// Longest request header block a server accepts (a CONNECT needs a few dozen bytes).
+pub const MAX_HEADER_LIST: u32 = 16 * 1024;
+
+/// The client side's HTTP/2 settings.
+pub fn client_builder() -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .enable_push(false);
+    b
+}
+
+/// The server side's HTTP/2 settings.
+pub fn server_builder() -> h2::server::Builder {
+    let mut b = h2::server::Builder::new();
+    b.initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(32)
+        .max_local_error_reset_streams(Some(64));
+    b
+}
+
+/// The request that opens a stream to application port `port`; `host` is informational
+/// (the address the client dialled).
+pub fn connect_request(host: std::net::IpAddr, port: u16) -> Result<Request<()>, HopError> {
+    let authority = std::net::SocketAddr::new(host, port).to_string();
+    Request::builder()
+        .method(Method::CONNECT)
+        .uri(authority)
+        .body(())
+        .map_err(|_| HopError::BadConnect("unrepresentable authority"))
+}
+
+/// The application port a stream's request names (server side).
+pub fn parse_connect<T>(req: &Request<T>) -> Result<u16, HopError> {
+    if req.method() != Method::CONNECT {
+        return Err(HopError::BadConnect("method is not CONNECT"));
+    }
+    let authority = req
+        .uri()
+        .authority()
+        .ok_or(HopError::BadConnect("no authority"))?;
+    match authority.port_u16() {
+        None => Err(HopError::BadConnect("no port in the authority")),
+        Some(0) => Err(HopError::ZeroPort),
+        Some(p) => Ok(p),
+    }
+}
+
+enum SendSide {
+    /// Server: the `200` goes out with the first bytes (or the end) the application sends,
+    /// in the same write.
+    Respond(h2::server::SendResponse<Bytes>),
+    Open(h2::SendStream<Bytes>),
+    /// END_STREAM sent (or sending failed).
+    Closed,
+}
+
+enum RecvSide {
+    /// Client: waiting for the server's response headers.
+    Response(h2::client::ResponseFuture),
+    Open(h2::RecvStream),
+    /// END_STREAM received.
+    Done,
+}
+
+/// One `ferrule/2` stream as a byte stream. Dropping it before both directions ended
+/// resets the stream (the peer sees an abort).
+pub struct MuxStream {
+    send: SendSide,
+    recv: RecvSide,
+    /// Rest of the last DATA frame, not read yet.
+    buf: Bytes,
+    /// Dropped with the stream (e.g. the pool's accounting of live streams).
+    _hold: Option<Box<dyn Send + Sync>>,
+}
+
+impl MuxStream {
+    /// The client side of a stream opened with [`connect_request`].
+    pub fn client(send: h2::SendStream<Bytes>, response: h2::client::ResponseFuture) -> Self {
+        Self {
+            send: SendSide::Open(send),
+            recv: RecvSide::Response(response),
+            buf: Bytes::new(),
+            _hold: None,
+        }
+    }
+
+    /// The server side of an accepted stream; the `200` is sent with the first bytes.
+    pub fn server(body: h2::RecvStream, respond: h2::server::SendResponse<Bytes>) -> Self {
+        Self {
+            send: SendSide::Respond(respond),
+            recv: RecvSide::Open(body),
+            buf: Bytes::new(),
+            _hold: None,
+        }
+    }
+
+    /// Keeps `value` alive as long as the stream.
+    pub fn hold(mut self, value: impl Send + Sync + 'static) -> Self {
+        self._hold = Some(Box::new(value));
+        self
+    }
+
+    fn send_stream(&mut self) -> io::Result<&mut h2::SendStream<Bytes>> {
+        if matches!(self.send, SendSide::Respond(_)) {
+            let SendSide::Respond(mut respond) =
+                std::mem::replace(&mut self.send, SendSide::Closed)
+            else {
+                unreachable!("checked above")
+            };
+            let stream = respond
+                .send_response(Response::new(()), false)
+                .map_err(h2_io)?;
+            self.send = SendSide::Open(stream);
+        }
+        match &mut self.send {
+            SendSide::Open(s) => Ok(s),
+            _ => Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+}
+
+/// An HTTP/2 error as an I/O error. A stream reset is an abort, never an end of data.
+fn h2_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        return e.into_io().unwrap_or_else(|| io::ErrorKind::Other.into());
+    }
+    io::Error::new(io::ErrorKind::ConnectionReset, e)
+}
+
+impl AsyncRead for MuxStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.buf.is_empty() {
+                let n = this.buf.len().min(out.remaining());
+                out.put_slice(&this.buf[..n]);
+                this.buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match &mut this.recv {
+                RecvSide::Response(response) => {
+                    let resp = ready!(Pin::new(response).poll(cx)).map_err(h2_io)?;
+                    if resp.status() != StatusCode::OK {
+                        this.recv = RecvSide::Done;
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::ConnectionRefused,
+                            format!("the server proxy refused the stream: {}", resp.status()),
+                        )));
+                    }
+                    this.recv = RecvSide::Open(resp.into_body());
+                }
+                RecvSide::Open(body) => match ready!(body.poll_data(cx)) {
+                    Some(Ok(data)) => {
+                        // At most one frame is held here beyond the window.
+                        let _ = body.flow_control().release_capacity(data.len());
+                        this.buf = data;
+                    }
+                    Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
+                    None => {
+                        this.recv = RecvSide::Done;
+                        return Poll::Ready(Ok(()));
+                    }
+                },
+                RecvSide::Done => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for MuxStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let send = self.send_stream()?;
+        // Total reservation (not additive); what is not used is given back below.
+        send.reserve_capacity(buf.len());
+        loop {
+            let cap = send.capacity();
+            if cap > 0 {
+                let n = cap.min(buf.len());
+                send.send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(h2_io)?;
+                return Poll::Ready(Ok(n));
+            }
+            match ready!(send.poll_capacity(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Data handed to h2 is written by the connection task, in order.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match std::mem::replace(&mut self.send, SendSide::Closed) {
+            SendSide::Respond(mut respond) => {
+                respond
+                    .send_response(Response::new(()), true)
+                    .map_err(h2_io)?;
+            }
+            SendSide::Open(mut send) => {
+                // Hand back any capacity still reserved, then END_STREAM (needs none).
+                send.reserve_capacity(0);
+                send.send_data(Bytes::new(), true).map_err(h2_io)?;
+            }
+            SendSide::Closed => {}
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
