@@ -14,11 +14,12 @@
 //! With `--k8s-watch`, the Kubernetes API is a second, authoritative source
 //! (`kubernetes`): every IP of a meshed pod maps to the pod's service-account identity.
 //! A proxy cannot register an address a pod of another identity owns, and an existing
-//! registration conflicting with a pod is hidden from the snapshot.
+//! registration conflicting with a pod is hidden from the snapshot. Services' ClusterIPs
+//! map to the one identity of their meshed backends, and belong to the API server alone.
 
 mod kubernetes;
 
-pub use kubernetes::KubernetesPod;
+pub use kubernetes::{Backing, KubernetesPod, KubernetesService};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -66,8 +67,8 @@ pub struct Snapshot {
 /// Registration refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RegisterError {
-    /// Another identity holds this address:port with a live session, or a Kubernetes
-    /// pod of another identity owns the address.
+    /// Another identity holds this address:port with a live session, a Kubernetes
+    /// pod of another identity owns the address, or it is a Service's ClusterIP.
     #[error("{address}:{port} is registered by {holder}")]
     AddressTaken {
         address: IpAddr,
@@ -180,6 +181,7 @@ impl Registry {
                 st.pods
                     .owner(e.reg.address)
                     .is_none_or(|pod| pod.spiffe_id == e.reg.spiffe_id)
+                    && st.pods.cluster_ip_owner(e.reg.address).is_none()
             })
             .map(|e| e.reg.clone())
             .collect();
@@ -231,6 +233,13 @@ impl Registry {
                     "{} (Kubernetes pod {}/{})",
                     pod.spiffe_id, pod.namespace, pod.name
                 ),
+            });
+        }
+        if let Some(service) = st.pods.cluster_ip_owner(reg.address) {
+            return Err(RegisterError::AddressTaken {
+                address: reg.address,
+                port: reg.inbound_port,
+                holder: format!("Kubernetes Service {service} (ClusterIP)"),
             });
         }
         let key = (reg.address, reg.inbound_port);

@@ -179,12 +179,12 @@ impl Metrics {
         );
         r.register(
             "k8s_objects",
-            "Objects read from Kubernetes in force: meshed pods in discovery, AuthorizationPolicy resources in the policy set",
+            "Objects read from Kubernetes in force: meshed pods in discovery, Services whose ClusterIPs are in discovery, AuthorizationPolicy resources in the policy set",
             m.k8s_objects.clone(),
         );
         r.register(
             "k8s_invalid_objects",
-            "AuthorizationPolicy resources that are invalid and not applied (a previous valid version may be in force)",
+            "AuthorizationPolicy resources that are invalid and not applied (a previous valid version may be in force); Services whose meshed pods have several identities (ClusterIPs not in discovery)",
             m.k8s_invalid_objects.clone(),
         );
         Self {

@@ -36,6 +36,8 @@ use tokio::sync::mpsc;
 
 /// The Pod collection across namespaces.
 pub const PODS: &str = "/api/v1/pods";
+/// The Service collection across namespaces.
+pub const SERVICES: &str = "/api/v1/services";
 /// The AuthorizationPolicy collection across namespaces.
 pub const POLICIES: &str = "/apis/ferrule.dev/v1alpha1/authorizationpolicies";
 
@@ -137,6 +139,15 @@ impl FakeKube {
             PODS.to_string(),
             Collection {
                 kind: "Pod",
+                api_version: "v1",
+                objects: BTreeMap::new(),
+                log: Vec::new(),
+            },
+        );
+        collections.insert(
+            SERVICES.to_string(),
+            Collection {
+                kind: "Service",
                 api_version: "v1",
                 objects: BTreeMap::new(),
                 log: Vec::new(),
@@ -623,6 +634,39 @@ pub fn pod(namespace: &str, name: &str, service_account: &str, phase: &str, ips:
         p["status"]["podIPs"] = Value::Array(ips.iter().map(|ip| json!({ "ip": ip })).collect());
     }
     p
+}
+
+/// A `ClusterIP` Service selecting `app: <app>` on TCP `ports` (targetPort = port), as
+/// the API server returns it (fields from the Service API reference).
+pub fn service(
+    namespace: &str,
+    name: &str,
+    cluster_ips: &[&str],
+    app: &str,
+    ports: &[u16],
+) -> Value {
+    json!({
+        "kind": "Service",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": format!("22222222-0000-0000-0000-{:012x}", name.len()),
+            "creationTimestamp": "2025-01-02T03:04:05Z"
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": cluster_ips.first(),
+            "clusterIPs": cluster_ips,
+            "ipFamilyPolicy": if cluster_ips.len() > 1 { "RequireDualStack" } else { "SingleStack" },
+            "selector": {"app": app},
+            "sessionAffinity": "None",
+            "ports": ports.iter().map(|p| json!({
+                "name": format!("tcp-{p}"), "protocol": "TCP", "port": p, "targetPort": p
+            })).collect::<Vec<_>>()
+        },
+        "status": {"loadBalancer": {}}
+    })
 }
 
 /// An AuthorizationPolicy resource with `spec`.

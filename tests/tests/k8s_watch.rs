@@ -380,7 +380,7 @@ mod e2e {
     use std::time::Duration;
 
     use ferrule_tests::apps::{AppServer, Behaviour, echo_roundtrip};
-    use ferrule_tests::kube_api::{FakeKube, PODS, POLICIES, pod, policy};
+    use ferrule_tests::kube_api::{FakeKube, PODS, POLICIES, SERVICES, pod, policy, service};
     use ferrule_tests::process::{free_port, wait_for};
     use ferrule_tests::{ControlPlane, CpOptions, Proxy, ProxyOptions};
     use serde_json::json;
@@ -411,13 +411,18 @@ mod e2e {
 
     /// `web` with an upstream to `api:8080`; returns it and the upstream address.
     fn web(cp: &ControlPlane) -> (Proxy, SocketAddr) {
+        web_to(cp, "api", 8080)
+    }
+
+    /// `web` with an upstream to `service:port`.
+    fn web_to(cp: &ControlPlane, service: &str, port: u16) -> (Proxy, SocketAddr) {
         let upstream = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let web = Proxy::start(
             cp,
             ProxyOptions {
                 token: Some(cp.create_token(WEB, 1, "5m").unwrap()),
                 config_yaml: Some(format!(
-                    "service: web\ninbound:\n  listen: 127.0.0.1:{}\noutbound:\n  upstreams:\n    - listen: {upstream}\n      service: api\n      port: 8080\n",
+                    "service: web\ninbound:\n  listen: 127.0.0.1:{}\noutbound:\n  upstreams:\n    - listen: {upstream}\n      service: {service}\n      port: {port}\n",
                     free_port()
                 )),
                 ..Default::default()
@@ -529,6 +534,118 @@ mod e2e {
         fake.delete(POLICIES, "default", "deny-web");
         wait_for(Duration::from_secs(20), || echoes(upstream).then_some(()))
             .expect("deleting the resource lifts the DENY");
+    }
+
+    /// What kube-proxy's DNAT (or its old userspace mode) does for a ClusterIP: every
+    /// connection to `from` is carried to `to`, bytes unchanged.
+    fn cluster_ip(from: SocketAddr, to: SocketAddr) {
+        let listener = std::net::TcpListener::bind(from).expect("bind the ClusterIP");
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                for (mut a, mut b) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut a, &mut b);
+                        let _ = b.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+    }
+
+    /// A Service's ClusterIP maps to the one identity of the meshed pods it selects, and
+    /// a real proxy dials it over mTLS requiring that identity. Loopback has no
+    /// kube-proxy: a forwarder carries the "ClusterIP" 127.0.0.3 to api's proxy on the
+    /// pod IP 127.0.0.2. api's proxy registers itself at 127.0.0.1, and web's upstream
+    /// is `api.default.svc` (the ClusterIP entry's name; a transparent client looks up
+    /// the same entry by its original destination), so web reaches api only through the
+    /// ClusterIP entry. Pods of a second service account behind the Service withdraw
+    /// it; a Service whose pods have another identity than the proxy behind the
+    /// ClusterIP fails the handshake.
+    #[test]
+    fn a_real_proxy_reaches_a_service_through_its_cluster_ip() {
+        let fake = FakeKube::start(Some("e2e-token"));
+        let dir = tempfile::tempdir().unwrap();
+        let (port, inbound) = (free_port(), free_port());
+        let cp = control_plane(&fake, dir.path(), inbound);
+        let app = AppServer::start(Behaviour::Echo);
+        cluster_ip(
+            SocketAddr::from(([127, 0, 0, 3], port)),
+            SocketAddr::from(([127, 0, 0, 2], inbound)),
+        );
+        let api = Proxy::start(
+            &cp,
+            ProxyOptions {
+                token: Some(cp.create_token(API, 1, "5m").unwrap()),
+                config_yaml: Some(format!(
+                    "service: api\ninbound:\n  listen: 127.0.0.2:{inbound}\n  ports:\n    - port: {port}\n      app: {}\n",
+                    app.addr
+                )),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (web, upstream) = web_to(&cp, "api.default.svc", port);
+        api.wait_ready(Duration::from_secs(20)).unwrap();
+        web.wait_ready(Duration::from_secs(20)).unwrap();
+        fake.apply(
+            PODS,
+            pod("default", "api-0", "api", "Running", &["127.0.0.2"]),
+        );
+        assert!(!echoes(upstream), "no Service yet");
+
+        fake.apply(
+            SERVICES,
+            service("default", "api", &["127.0.0.3"], "api", &[port]),
+        );
+        wait_for(Duration::from_secs(20), || echoes(upstream).then_some(())).unwrap_or_else(|| {
+            panic!(
+                "web never reached api through the ClusterIP\napi:\n{}\nweb:\n{}\ncp:\n{}",
+                api.log(),
+                web.log(),
+                cp.log()
+            )
+        });
+
+        // A pod of another service account behind the Service: no single identity to
+        // expect, so the ClusterIP leaves discovery.
+        let mut other = pod("default", "other-0", "other", "Running", &["127.0.0.4"]);
+        other["metadata"]["labels"] = json!({"app": "api"});
+        fake.apply(PODS, other);
+        wait_for(Duration::from_secs(20), || {
+            (!echoes(upstream)).then_some(())
+        })
+        .expect("the ClusterIP left discovery");
+        assert!(
+            cp.log().contains("several service accounts"),
+            "{}",
+            cp.log()
+        );
+        fake.delete(PODS, "default", "other-0");
+        wait_for(Duration::from_secs(20), || echoes(upstream).then_some(()))
+            .expect("one identity again");
+
+        // Only the other service account behind it: web now requires `other`, which
+        // api's proxy cannot prove.
+        fake.delete(PODS, "default", "api-0");
+        let mut other = pod("default", "other-0", "other", "Running", &["127.0.0.4"]);
+        other["metadata"]["labels"] = json!({"app": "api"});
+        fake.apply(PODS, other);
+        wait_for(Duration::from_secs(20), || {
+            (!echoes(upstream)).then_some(())
+        })
+        .expect("web refuses api's proxy behind a ClusterIP of other's");
+        wait_for(Duration::from_secs(20), || {
+            web.log()
+                .contains("spiffe://demo.local/ns/default/sa/other")
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("web expected other's identity:\n{}", web.log()));
     }
 
     /// While the API server cannot list, proxies get neither discovery nor policy (a view

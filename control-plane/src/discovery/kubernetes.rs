@@ -12,6 +12,12 @@
 //! namespace/name) owns it: never both, and never none, so the address stays meshed
 //! (a wrong expectation fails the handshake, closed; no expectation would let
 //! passthrough clients send plaintext).
+//!
+//! Services' ClusterIPs map to the one identity of their meshed backends (`services`).
+
+mod services;
+
+pub use services::{Backing, KubernetesService, backing};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -38,6 +44,8 @@ pub struct KubernetesPod {
     pub inbound_port: u16,
     /// `metadata.creationTimestamp` (RFC 3339, UTC, so it orders as a string).
     pub created: String,
+    /// `metadata.labels`, matched against Services' selectors (`services`).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl KubernetesPod {
@@ -51,11 +59,16 @@ impl KubernetesPod {
     }
 }
 
-/// The pods and, derived from them, the owner of every pod IP.
+/// The pods and Services and, derived from them, the owner of every pod IP and what
+/// every ClusterIP publishes.
 #[derive(Default)]
 pub(super) struct Pods {
     pods: BTreeMap<(String, String), KubernetesPod>,
     owners: HashMap<IpAddr, (String, String)>,
+    services: services::Services,
+    /// Set by [`Registry::await_kubernetes`] until each collection is listed once.
+    awaiting_pods: bool,
+    awaiting_services: bool,
 }
 
 impl Pods {
@@ -64,8 +77,21 @@ impl Pods {
         self.owners.get(&ip).and_then(|k| self.pods.get(k))
     }
 
-    /// One registration per owned IP.
+    /// The Service claiming `ip` (a ClusterIP, published or not), as `namespace/name`.
+    pub(super) fn cluster_ip_owner(&self, ip: IpAddr) -> Option<String> {
+        self.services
+            .owns(ip)
+            .then(|| self.services.owner_name(ip))
+            .flatten()
+    }
+
+    /// One registration per owned pod IP and per published (ClusterIP, Service port).
     pub(super) fn registrations(&self) -> impl Iterator<Item = Registration> + '_ {
+        self.pod_registrations()
+            .chain(self.services.registrations())
+    }
+
+    fn pod_registrations(&self) -> impl Iterator<Item = Registration> + '_ {
         self.owners.iter().filter_map(|(ip, key)| {
             self.pods.get(key).map(|pod| Registration {
                 spiffe_id: pod.spiffe_id.clone(),
@@ -108,14 +134,32 @@ impl Pods {
             }
         }
         self.owners = owners;
+        self.services.rebuild(&self.pods);
     }
 }
 
 impl Registry {
     /// Marks the view incomplete until the pods have been listed once (`--k8s-watch`):
     /// until then proxies get no discovery at all rather than a view without the pods.
+    /// Services count too: without their ClusterIPs, a passthrough proxy would send
+    /// plaintext to a meshed Service.
     pub fn await_kubernetes(&self) {
+        let mut st = self.lock();
+        st.pods.awaiting_pods = true;
+        st.pods.awaiting_services = true;
         self.complete.send_replace(false);
+    }
+
+    fn listed(&self, pods: bool) {
+        let mut st = self.lock();
+        if pods {
+            st.pods.awaiting_pods = false;
+        } else {
+            st.pods.awaiting_services = false;
+        }
+        if !st.pods.awaiting_pods && !st.pods.awaiting_services {
+            self.complete.send_replace(true);
+        }
     }
 
     /// Waits until the view is complete (at once without [`Self::await_kubernetes`]).
@@ -135,8 +179,75 @@ impl Registry {
             *p = next;
             true
         });
-        self.complete.send_replace(true);
+        self.listed(true);
         changed
+    }
+
+    /// Replaces every Kubernetes Service with `services` (the complete set after a
+    /// (re)list). Returns whether the published view changed.
+    pub fn replace_kubernetes_services(&self, services: Vec<KubernetesService>) -> bool {
+        let changed = self.change_services(|s| {
+            let next: BTreeMap<_, _> = services.into_iter().map(|s| (s.key(), s)).collect();
+            if *s == next {
+                return false;
+            }
+            *s = next;
+            true
+        });
+        self.listed(false);
+        changed
+    }
+
+    /// Adds or updates one Service. Returns whether anything changed.
+    pub fn upsert_kubernetes_service(&self, service: KubernetesService) -> bool {
+        self.change_services(|s| {
+            let key = service.key();
+            if s.get(&key) == Some(&service) {
+                return false;
+            }
+            s.insert(key, service);
+            true
+        })
+    }
+
+    /// Removes one Service (deleted, or no longer with ClusterIPs). Returns whether it
+    /// was there.
+    pub fn remove_kubernetes_service(&self, namespace: &str, name: &str) -> bool {
+        self.change_services(|s| {
+            s.remove(&(namespace.to_string(), name.to_string()))
+                .is_some()
+        })
+    }
+
+    /// The Kubernetes Services with ClusterIPs and their backing.
+    pub fn kubernetes_services(&self) -> Vec<(KubernetesService, Backing)> {
+        let st = self.lock();
+        st.pods
+            .services
+            .services
+            .values()
+            .map(|s| (s.clone(), backing(s, st.pods.pods.values())))
+            .collect()
+    }
+
+    /// (Services whose ClusterIPs are published, Services not published because their
+    /// meshed backends have several identities).
+    pub fn kubernetes_service_counts(&self) -> (usize, usize) {
+        self.lock().pods.services.counts()
+    }
+
+    fn change_services(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<(String, String), KubernetesService>) -> bool,
+    ) -> bool {
+        let mut st = self.lock();
+        if !f(&mut st.pods.services.services) {
+            return false;
+        }
+        st.pods.rebuild();
+        st.version += 1;
+        self.publish(&st);
+        true
     }
 
     /// Adds or updates one pod. Returns whether anything changed.

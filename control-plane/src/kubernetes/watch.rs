@@ -1,5 +1,6 @@
 //! List+watch of the Kubernetes resources the control plane follows (`--k8s-watch`):
-//! Pods → discovery (`pods`), `AuthorizationPolicy` resources → policy (`policies`).
+//! Pods → discovery (`pods`), Services' ClusterIPs → discovery (`services`),
+//! `AuthorizationPolicy` resources → policy (`policies`).
 //!
 //! Each resource runs the loop the API documents for keeping a cache:
 //!
@@ -17,7 +18,7 @@
 //! The pure part (decoding lines and lists, the resource-version bookkeeping, what to do
 //! next) is [`Cursor`]; the loop around it only moves bytes ([`run`]).
 //!
-//! Until the first list of both resources has been applied, the registry and the policy
+//! Until the first list of every resource has been applied, the registry and the policy
 //! service hold back discovery and policy from proxies (`await_kubernetes`): a proxy
 //! given a view without the pods could send plaintext to a meshed pod, one given the
 //! policies without the resources' DENY rules could admit what they forbid. If the API
@@ -26,6 +27,7 @@
 mod config;
 mod pods;
 mod policies;
+mod services;
 mod wire;
 
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use spiffe::TrustDomain;
 pub use config::WatchArgs;
 pub use pods::{INJECTED_ANNOTATION, Pod, PodSink, Skip, meshed_pod};
 pub use policies::{PolicyResource, PolicySink, policy_from_resource, policy_name};
+pub use services::{Service, ServiceSink, ServiceSkip, cluster_service};
 pub use wire::{DecodeError, ObjectMeta, Status, WatchEvent, decode_event};
 
 use super::client::{KubeClient, KubeError, WatchLines};
@@ -235,7 +238,7 @@ fn query_escape(s: &str) -> String {
     out
 }
 
-/// Runs both watchers until `shutdown` resolves.
+/// Runs the watchers until `shutdown` resolves.
 ///
 /// Cancelling is safe at any point: changes are applied synchronously between reads,
 /// so a watcher stops between two changes, never inside one.
@@ -247,6 +250,7 @@ pub async fn run(
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let services = ServiceSink::new(registry.clone());
     let pods = PodSink::new(registry, config.trust_domain.clone(), config.inbound_port);
     let crs = PolicySink::new(
         policies,
@@ -255,11 +259,13 @@ pub async fn run(
     );
     tracing::info!(
         pods = PodSink::PATH,
+        services = ServiceSink::PATH,
         policies = PolicySink::PATH,
         "watching the Kubernetes API"
     );
     tokio::select! {
         _ = list_watch(&client, pods, &config, &metrics) => {}
+        _ = list_watch(&client, services, &config, &metrics) => {}
         _ = list_watch(&client, crs, &config, &metrics) => {}
         _ = shutdown => tracing::info!("Kubernetes watchers stopped"),
     }

@@ -162,6 +162,7 @@ pub fn meshed_pod(
         addresses,
         inbound_port,
         created: meta.creation_timestamp.clone(),
+        labels: meta.labels.clone(),
     })
 }
 

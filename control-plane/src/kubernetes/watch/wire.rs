@@ -38,6 +38,8 @@ pub struct ObjectMeta {
     #[serde(default, deserialize_with = "nullable")]
     pub resource_version: String,
     #[serde(default, deserialize_with = "nullable")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "nullable")]
     pub annotations: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "nullable")]
     pub creation_timestamp: String,
