@@ -68,6 +68,25 @@ impl fmt::Display for DocumentError {
 /// assert_eq!(errors[0].name.as_deref(), Some("allow-web"));
 /// ```
 pub fn parse_documents(yaml: &str) -> Result<Vec<Policy>, Vec<DocumentError>> {
+    // serde_yaml_ng 0.10 panics on some malformed input instead of returning an error
+    // (an alias to an undefined anchor inside a sequence, `[*a]`; found by
+    // `fuzz/fuzz_targets/policy_yaml.rs`). Documents come from operators through the
+    // control plane's admin API: refuse them, never crash on them.
+    std::panic::catch_unwind(|| parse_stream(yaml)).unwrap_or_else(|_| {
+        Err(vec![DocumentError {
+            document: 0,
+            name: None,
+            field: String::new(),
+            reason: "the YAML parser failed on this input (an alias to an undefined anchor?); \
+                     nothing was read"
+                .into(),
+            line: None,
+            column: None,
+        }])
+    })
+}
+
+fn parse_stream(yaml: &str) -> Result<Vec<Policy>, Vec<DocumentError>> {
     let mut policies = Vec::new();
     let mut errors = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();

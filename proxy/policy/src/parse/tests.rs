@@ -645,3 +645,15 @@ fn rules_default_to_empty_and_sources_are_exclusive() {
         [SourceMatcher::Unauthenticated { cidrs: vec![] }]
     );
 }
+
+#[test]
+fn yaml_that_makes_the_parser_panic_is_refused_not_a_crash() {
+    // serde_yaml_ng panics on an alias to an undefined anchor inside a sequence
+    // (found by fuzz/fuzz_targets/policy_yaml.rs).
+    for yaml in ["[\n\n*4]", "[*nope]", "- a\n- *nope\n"] {
+        let errors = parse_documents(yaml).unwrap_err();
+        assert!(!errors.is_empty(), "{yaml:?}");
+    }
+    // Valid documents still parse after a refused one.
+    assert!(parse_documents(&doc("p", &format!("{SELECTOR}  action: ALLOW\n"))).is_ok());
+}
