@@ -32,7 +32,7 @@ use tracing::Instrument;
 use crate::config::file::{Limits, Mode, PortMode, Protocol};
 use crate::drain::{ConnGuard, Drain};
 use crate::hop;
-use crate::io::copy_bidirectional;
+use crate::io::Relay;
 use crate::metrics::{ConnLabels, Metrics};
 use crate::policy::{Authorizer, Peer};
 use detect::Protocol as Detected;
@@ -364,7 +364,7 @@ impl Inbound {
         tls: &'static str,
     ) -> Result<crate::io::CopyStats, InboundError>
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Relay + Unpin + Send + 'static,
     {
         let labels = ConnLabels {
             direction: "inbound",
@@ -471,22 +471,18 @@ impl Inbound {
     /// connection (unless `close_on_policy_change` is off). When the copy aborts (or a
     /// policy cuts it), the application's side is reset through `reset`, not closed
     /// cleanly ([`crate::io::reset`]).
-    async fn finish<A, B>(
+    async fn finish<S: Relay>(
         &self,
-        a: A,
-        b: B,
+        io: S,
+        app: TcpStream,
         mut reset: Option<crate::io::ResetHandle>,
         peer: &Peer,
         port: u16,
         mut policy: tokio::sync::watch::Receiver<u64>,
-    ) -> Result<crate::io::CopyStats, InboundError>
-    where
-        A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-        B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
+    ) -> Result<crate::io::CopyStats, InboundError> {
         let idle = Some(self.settings.limits.idle_timeout).filter(|d| !d.is_zero());
         let mut watching = self.settings.close_on_policy_change;
-        let copy = copy_bidirectional(a, b, idle);
+        let copy = io.relay(app, idle);
         tokio::pin!(copy);
         loop {
             tokio::select! {

@@ -37,7 +37,7 @@ use crate::config::file::{Limits, Unmeshed};
 use crate::discovery::Discovery;
 use crate::drain::Drain;
 use crate::hop;
-use crate::io::{CopyStats, copy_bidirectional};
+use crate::io::{CopyStats, Relay};
 use crate::metrics::{ConnLabels, Metrics};
 
 /// Where an accepted application connection wants to go.
@@ -226,7 +226,9 @@ impl Outbound {
             return Err(OutboundError::NotSynced);
         }
         let snapshot = self.discovery.snapshot();
-        let (candidates, port): (Vec<(SocketAddr, SpiffeId)>, u16) = match (dest, original) {
+        // Each candidate: (mesh address, identity, the port its hop names: the dialled
+        // application port, or the targetPort discovery maps a Service port to).
+        let candidates: Vec<(SocketAddr, SpiffeId, u16)> = match (dest, original) {
             (Destination::Service { service, port }, _) => {
                 let mut eps = snapshot.endpoints(&service, port);
                 if eps.is_empty() {
@@ -236,10 +238,16 @@ impl Outbound {
                     });
                 }
                 shuffle(&mut eps);
-                (eps, port)
+                eps.into_iter()
+                    .map(|(addr, id)| (addr, id, snapshot.hop_port(addr.ip(), port)))
+                    .collect()
             }
             (Destination::Original, Some(orig)) => match snapshot.by_ip(orig.ip()) {
-                Some(w) => (vec![(orig, w.spiffe_id.clone())], orig.port()),
+                Some(w) => vec![(
+                    orig,
+                    w.spiffe_id.clone(),
+                    snapshot.hop_port(orig.ip(), orig.port()),
+                )],
                 None => {
                     tracing::Span::current().record("dst", tracing::field::display(orig));
                     return match self.settings.unmeshed {
@@ -269,7 +277,7 @@ impl Outbound {
             return Err(OutboundError::NoCertificate);
         }
         let mut last_err = None;
-        for (addr, id) in candidates {
+        for (addr, id, port) in candidates {
             tracing::Span::current().record("dst", tracing::field::display(addr));
             tracing::Span::current().record("server_id", tracing::field::display(&id));
             let hop = match self.open_hop(addr, &id, port).await {
@@ -375,20 +383,22 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outbo
 /// Copies between the application's connection and `b` until both finish. When the
 /// copy aborts (a reset, or the mesh hop cut without `close_notify`), the
 /// application's connection is reset too, not closed cleanly ([`crate::io::reset`]).
-async fn copy<B>(app: TcpStream, b: B, limits: &Limits) -> CopyStats
-where
-    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+async fn copy<B: Relay>(app: TcpStream, b: B, limits: &Limits) -> CopyStats {
     let idle = Some(limits.idle_timeout).filter(|d| !d.is_zero());
     let reset = crate::io::ResetHandle::new(&app).ok();
-    match copy_bidirectional(app, b, idle).await {
-        Ok(s) => s,
+    // `relay` counts from the mesh side (a) to the application (b); here a is the app.
+    let swap = |s: CopyStats| CopyStats {
+        a_to_b: s.b_to_a,
+        b_to_a: s.a_to_b,
+    };
+    match b.relay(app, idle).await {
+        Ok(s) => swap(s),
         Err(e) => {
             tracing::debug!(error = %e, "outbound copy ended with an error");
             if let (crate::io::copy::CopyError::Io { .. }, Some(r)) = (&e, reset) {
                 r.reset();
             }
-            e.stats()
+            swap(e.stats())
         }
     }
 }

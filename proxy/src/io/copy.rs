@@ -11,6 +11,7 @@
 //! * Optional idle timeout: the connection is closed when no byte moved either way for
 //!   that long.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -64,17 +65,54 @@ where
 {
     let (mut ar, mut aw) = tokio::io::split(a);
     let (mut br, mut bw) = tokio::io::split(b);
-    let activity = tokio::sync::watch::Sender::new(());
-    // Without an idle timeout nobody listens: skip the per-chunk signal (a hot path).
-    let signal = idle_timeout.map(|_| &activity);
+    let activity = Activity::new(idle_timeout);
+    let forward = pump(&mut ar, &mut bw, &activity);
+    let backward = pump(&mut br, &mut aw, &activity);
+    join_directions(forward, backward, &activity).await
+}
+
+/// Signals traffic to the idle timeout; free when there is none.
+pub(crate) struct Activity {
+    timeout: Option<Duration>,
+    tx: tokio::sync::watch::Sender<()>,
+}
+
+impl Activity {
+    pub(crate) fn new(timeout: Option<Duration>) -> Self {
+        Self {
+            timeout,
+            tx: tokio::sync::watch::Sender::new(()),
+        }
+    }
+
+    /// Bytes moved: restart the idle timer. Without an idle timeout nobody listens, so
+    /// the per-chunk signal is skipped (a hot path).
+    pub(crate) fn moved(&self) {
+        if self.timeout.is_some() {
+            self.tx.send_replace(());
+        }
+    }
+}
+
+/// Runs the two directions of a copy until both ended (`Ok`), one failed, or nothing
+/// moved for the idle timeout. `forward` moves `a` → `b`; each yields the bytes moved,
+/// with them on failure too.
+pub(crate) async fn join_directions<F, B>(
+    forward: F,
+    backward: B,
+    activity: &Activity,
+) -> Result<CopyStats, CopyError>
+where
+    F: Future<Output = Result<u64, (u64, std::io::Error)>>,
+    B: Future<Output = Result<u64, (u64, std::io::Error)>>,
+{
+    let idle_timeout = activity.timeout;
     let mut stats = CopyStats::default();
-    let forward = pump(&mut ar, &mut bw, signal);
-    let backward = pump(&mut br, &mut aw, signal);
     tokio::pin!(forward);
     tokio::pin!(backward);
     let mut fwd_done: Option<u64> = None;
     let mut bwd_done: Option<u64> = None;
-    let mut idle_rx = activity.subscribe();
+    let mut idle_rx = activity.tx.subscribe();
     loop {
         if let (Some(f), Some(b)) = (fwd_done, bwd_done) {
             stats.a_to_b = f;
@@ -98,6 +136,7 @@ where
                 Ok(n) => fwd_done = Some(n),
                 Err((n, e)) => {
                     stats.a_to_b = n;
+                    stats.b_to_a = bwd_done.unwrap_or(0);
                     return Err(CopyError::Io { direction: "a->b", stats, source: e });
                 }
             },
@@ -105,10 +144,13 @@ where
                 Ok(n) => bwd_done = Some(n),
                 Err((n, e)) => {
                     stats.b_to_a = n;
+                    stats.a_to_b = fwd_done.unwrap_or(0);
                     return Err(CopyError::Io { direction: "b->a", stats, source: e });
                 }
             },
             _ = idle => {
+                stats.a_to_b = fwd_done.unwrap_or(0);
+                stats.b_to_a = bwd_done.unwrap_or(0);
                 return Err(CopyError::Idle(idle_timeout.unwrap_or_default(), stats));
             }
         }
@@ -116,11 +158,7 @@ where
 }
 
 /// One direction: read, write all, repeat; on EOF flush and shut down the writer.
-async fn pump<R, W>(
-    r: &mut R,
-    w: &mut W,
-    activity: Option<&tokio::sync::watch::Sender<()>>,
-) -> Result<u64, (u64, std::io::Error)>
+async fn pump<R, W>(r: &mut R, w: &mut W, activity: &Activity) -> Result<u64, (u64, std::io::Error)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -137,9 +175,7 @@ where
             return Err((total, e));
         }
         total += n as u64;
-        if let Some(a) = activity {
-            a.send_replace(());
-        }
+        activity.moved();
         // Flush per chunk: TLS writers buffer a record until flushed.
         if let Err(e) = w.flush().await {
             return Err((total, e));
