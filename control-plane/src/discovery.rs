@@ -19,10 +19,10 @@
 
 mod kubernetes;
 
-pub use kubernetes::{Backing, KubernetesPod, KubernetesService};
+pub use kubernetes::{Backing, KubernetesPod, KubernetesService, TargetPort, TargetPortError};
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -62,6 +62,10 @@ pub struct Entry {
 pub struct Snapshot {
     pub version: u64,
     pub workloads: Vec<Registration>,
+    /// (address, application port) → the port a client's mesh hop names instead, for
+    /// Kubernetes Service ports whose `targetPort` is another number: the server's proxy
+    /// sees the connection arrive at the `targetPort` after kube-proxy's translation.
+    pub hop_ports: std::collections::BTreeMap<SocketAddr, u16>,
 }
 
 /// Registration refused.
@@ -204,6 +208,7 @@ impl Registry {
         self.tx.send_replace(Arc::new(Snapshot {
             version: st.version,
             workloads,
+            hop_ports: st.pods.hop_ports().collect(),
         }));
     }
 

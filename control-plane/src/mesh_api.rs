@@ -65,6 +65,14 @@ pub fn discovery_pb(s: &Snapshot) -> pb::Discovery {
                 addresses: vec![w.address.to_string()],
                 inbound_port: u32::from(w.inbound_port),
                 app_ports: w.app_ports.iter().map(|p| u32::from(*p)).collect(),
+                target_ports: w
+                    .app_ports
+                    .iter()
+                    .filter_map(|p| {
+                        let hop = s.hop_ports.get(&std::net::SocketAddr::new(w.address, *p))?;
+                        Some((u32::from(*p), u32::from(*hop)))
+                    })
+                    .collect(),
             })
             .collect(),
     }

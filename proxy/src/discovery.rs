@@ -5,7 +5,7 @@
 //! Outbound connections use it to answer two questions: "is this destination meshed?"
 //! (then it is never reached in plaintext) and "which identity must it present?".
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,10 @@ pub struct Workload {
     pub inbound_port: u16,
     /// Application ports it declares (empty: any).
     pub app_ports: Vec<u16>,
+    /// Application port → the port the mesh hop names instead (a Kubernetes Service
+    /// port's `targetPort`: the server's proxy sees the connection arrive there after
+    /// kube-proxy's translation, and checks the hop against it). Absent: the same port.
+    pub target_ports: BTreeMap<u16, u16>,
 }
 
 /// An immutable snapshot with lookup indexes.
@@ -36,6 +40,7 @@ pub struct Snapshot {
     pub version: u64,
     by_ip: HashMap<IpAddr, Arc<Workload>>,
     by_service: HashMap<String, Vec<Arc<Workload>>>,
+    hop_ports: HashMap<SocketAddr, u16>,
 }
 
 impl Snapshot {
@@ -43,10 +48,14 @@ impl Snapshot {
     pub fn new(version: u64, workloads: Vec<Workload>) -> Self {
         let mut by_ip = HashMap::new();
         let mut by_service: HashMap<String, Vec<Arc<Workload>>> = HashMap::new();
+        let mut hop_ports = HashMap::new();
         for w in workloads {
             let w = Arc::new(w);
             for ip in &w.addresses {
                 by_ip.insert(*ip, w.clone());
+                for (app, hop) in &w.target_ports {
+                    hop_ports.insert(SocketAddr::new(*ip, *app), *hop);
+                }
             }
             by_service.entry(w.service.clone()).or_default().push(w);
         }
@@ -54,7 +63,17 @@ impl Snapshot {
             version,
             by_ip,
             by_service,
+            hop_ports,
         }
+    }
+
+    /// The port the mesh hop names for a connection to application port `port` at
+    /// `ip`: the mapped `targetPort` of a Kubernetes Service port, else `port` itself.
+    pub fn hop_port(&self, ip: IpAddr, port: u16) -> u16 {
+        self.hop_ports
+            .get(&SocketAddr::new(ip, port))
+            .copied()
+            .unwrap_or(port)
     }
 
     /// The workload owning `ip`, if meshed.
@@ -149,6 +168,7 @@ mod tests {
             addresses: vec![ip.parse().unwrap()],
             inbound_port: 15006,
             app_ports: ports.to_vec(),
+            target_ports: BTreeMap::new(),
         }
     }
 
@@ -168,6 +188,29 @@ mod tests {
         assert!(s.endpoints("nope", 1).is_empty());
         assert_eq!(s.by_ip("10.0.0.3".parse().unwrap()).unwrap().service, "db");
         assert!(s.by_ip("10.9.9.9".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn hop_ports_follow_the_service_port() {
+        // A ClusterIP with two Service ports, one of them mapped to another targetPort.
+        let mut p80 = w("spiffe://td/ns/a/sa/api", "api.a.svc", "10.96.0.1", &[80]);
+        p80.inbound_port = 80;
+        p80.target_ports = [(80, 8080)].into();
+        let mut p9090 = w("spiffe://td/ns/a/sa/api", "api.a.svc", "10.96.0.1", &[9090]);
+        p9090.inbound_port = 9090;
+        let s = Snapshot::new(1, vec![p80, p9090]);
+        let ip: IpAddr = "10.96.0.1".parse().unwrap();
+        assert_eq!(s.hop_port(ip, 80), 8080);
+        assert_eq!(
+            s.hop_port(ip, 9090),
+            9090,
+            "unmapped port of the same address"
+        );
+        assert_eq!(
+            s.hop_port("10.0.0.1".parse().unwrap(), 80),
+            80,
+            "other address"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -560,22 +560,28 @@ mod e2e {
 
     /// A Service's ClusterIP maps to the one identity of the meshed pods it selects, and
     /// a real proxy dials it over mTLS requiring that identity. Loopback has no
-    /// kube-proxy: a forwarder carries the "ClusterIP" 127.0.0.3 to api's proxy on the
-    /// pod IP 127.0.0.2. api's proxy registers itself at 127.0.0.1, and web's upstream
-    /// is `api.default.svc` (the ClusterIP entry's name; a transparent client looks up
-    /// the same entry by its original destination), so web reaches api only through the
-    /// ClusterIP entry. Pods of a second service account behind the Service withdraw
-    /// it; a Service whose pods have another identity than the proxy behind the
-    /// ClusterIP fails the handshake.
+    /// kube-proxy: a forwarder carries the "ClusterIP" 127.0.0.3 on the Service port to
+    /// api's proxy on the pod IP 127.0.0.2 (in a pod, kube-proxy translates the Service
+    /// port to the `targetPort` and the pod's redirect sends that to the proxy). The
+    /// Service port differs from its `targetPort`, the port api's proxy serves: web's
+    /// hop must name the `targetPort` (naming the Service port, api's proxy refuses it).
+    /// api's proxy registers itself at 127.0.0.1, and web's upstream is
+    /// `api.default.svc` (the ClusterIP entry's name; a transparent client looks up the
+    /// same entry by its original destination), so web reaches api only through the
+    /// ClusterIP entry. A named `targetPort` resolves once the pods declare it. Pods of
+    /// a second service account behind the Service withdraw it; a Service whose pods
+    /// have another identity than the proxy behind the ClusterIP fails the handshake.
     #[test]
     fn a_real_proxy_reaches_a_service_through_its_cluster_ip() {
         let fake = FakeKube::start(Some("e2e-token"));
         let dir = tempfile::tempdir().unwrap();
         let (port, inbound) = (free_port(), free_port());
+        let service_port = free_port();
+        assert_ne!(service_port, port);
         let cp = control_plane(&fake, dir.path(), inbound);
         let app = AppServer::start(Behaviour::Echo);
         cluster_ip(
-            SocketAddr::from(([127, 0, 0, 3], port)),
+            SocketAddr::from(([127, 0, 0, 3], service_port)),
             SocketAddr::from(([127, 0, 0, 2], inbound)),
         );
         let api = Proxy::start(
@@ -590,19 +596,23 @@ mod e2e {
             },
         )
         .unwrap();
-        let (web, upstream) = web_to(&cp, "api.default.svc", port);
+        let (web, upstream) = web_to(&cp, "api.default.svc", service_port);
         api.wait_ready(Duration::from_secs(20)).unwrap();
         web.wait_ready(Duration::from_secs(20)).unwrap();
-        fake.apply(
-            PODS,
-            pod("default", "api-0", "api", "Running", &["127.0.0.2"]),
-        );
+        // The pod declares its container port as `http`.
+        let with_http = |mut p: serde_json::Value| {
+            p["spec"]["containers"][0]["ports"] =
+                json!([{"name": "http", "containerPort": port, "protocol": "TCP"}]);
+            p
+        };
+        let api_pod = pod("default", "api-0", "api", "Running", &["127.0.0.2"]);
+        fake.apply(PODS, api_pod.clone());
         assert!(!echoes(upstream), "no Service yet");
 
-        fake.apply(
-            SERVICES,
-            service("default", "api", &["127.0.0.3"], "api", &[port]),
-        );
+        // Service port → a numeric targetPort.
+        let mut svc = service("default", "api", &["127.0.0.3"], "api", &[service_port]);
+        svc["spec"]["ports"][0]["targetPort"] = json!(port);
+        fake.apply(SERVICES, svc.clone());
         wait_for(Duration::from_secs(20), || echoes(upstream).then_some(())).unwrap_or_else(|| {
             panic!(
                 "web never reached api through the ClusterIP\napi:\n{}\nweb:\n{}\ncp:\n{}",
@@ -612,9 +622,37 @@ mod e2e {
             )
         });
 
+        // A named targetPort no pod declares: that Service port leaves discovery.
+        svc["spec"]["ports"][0]["targetPort"] = json!("http");
+        fake.apply(SERVICES, svc);
+        wait_for(Duration::from_secs(20), || {
+            (!echoes(upstream)).then_some(())
+        })
+        .unwrap_or_else(|| panic!("an unresolved targetPort stayed published:\n{}", cp.log()));
+        assert!(
+            cp.log().contains("no selected meshed pod declares"),
+            "{}",
+            cp.log()
+        );
+        // The pod declares it: the hop names the number it resolves to.
+        fake.apply(PODS, with_http(api_pod));
+        wait_for(Duration::from_secs(20), || echoes(upstream).then_some(())).unwrap_or_else(|| {
+            panic!(
+                "the named targetPort never resolved\nweb:\n{}\ncp:\n{}",
+                web.log(),
+                cp.log()
+            )
+        });
+
         // A pod of another service account behind the Service: no single identity to
         // expect, so the ClusterIP leaves discovery.
-        let mut other = pod("default", "other-0", "other", "Running", &["127.0.0.4"]);
+        let mut other = with_http(pod(
+            "default",
+            "other-0",
+            "other",
+            "Running",
+            &["127.0.0.4"],
+        ));
         other["metadata"]["labels"] = json!({"app": "api"});
         fake.apply(PODS, other);
         wait_for(Duration::from_secs(20), || {
@@ -633,7 +671,13 @@ mod e2e {
         // Only the other service account behind it: web now requires `other`, which
         // api's proxy cannot prove.
         fake.delete(PODS, "default", "api-0");
-        let mut other = pod("default", "other-0", "other", "Running", &["127.0.0.4"]);
+        let mut other = with_http(pod(
+            "default",
+            "other-0",
+            "other",
+            "Running",
+            &["127.0.0.4"],
+        ));
         other["metadata"]["labels"] = json!({"app": "api"});
         fake.apply(PODS, other);
         wait_for(Duration::from_secs(20), || {

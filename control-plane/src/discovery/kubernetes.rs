@@ -17,10 +17,10 @@
 
 mod services;
 
-pub use services::{Backing, KubernetesService, backing};
+pub use services::{Backing, KubernetesService, TargetPort, TargetPortError, backing};
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use spiffe::SpiffeId;
 
@@ -46,6 +46,9 @@ pub struct KubernetesPod {
     pub created: String,
     /// `metadata.labels`, matched against Services' selectors (`services`).
     pub labels: BTreeMap<String, String>,
+    /// Its named TCP container ports (name → number), which resolve Services' named
+    /// `targetPort`s (`services`).
+    pub named_ports: BTreeMap<String, u16>,
 }
 
 impl KubernetesPod {
@@ -89,6 +92,11 @@ impl Pods {
     pub(super) fn registrations(&self) -> impl Iterator<Item = Registration> + '_ {
         self.pod_registrations()
             .chain(self.services.registrations())
+    }
+
+    /// (ClusterIP, Service port) → the `targetPort` the mesh hop names, where it differs.
+    pub(super) fn hop_ports(&self) -> impl Iterator<Item = (SocketAddr, u16)> + '_ {
+        self.services.hop_ports()
     }
 
     fn pod_registrations(&self) -> impl Iterator<Item = Registration> + '_ {

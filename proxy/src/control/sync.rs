@@ -245,5 +245,13 @@ fn workload_from_pb(w: &pb::Workload) -> Result<Workload, String> {
             .iter()
             .map(|p| port(*p))
             .collect::<Result<_, _>>()?,
+        target_ports: w
+            .target_ports
+            .iter()
+            .map(|(app, hop)| match (port(*app)?, port(*hop)?) {
+                (_, 0) | (0, _) => Err(format!("target port {app} -> {hop}: port 0")),
+                pair => Ok(pair),
+            })
+            .collect::<Result<_, _>>()?,
     })
 }

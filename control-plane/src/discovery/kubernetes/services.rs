@@ -29,13 +29,18 @@
 //! the Service port and whose service name is `<name>.<namespace>.svc`: transparent
 //! clients dial the original destination anyway, and explicit upstreams naming
 //! `<name>.<namespace>.svc` dial `ClusterIP:port`. The mesh hop names the port the
-//! client dialled, which the server side checks against the port the connection arrived
-//! at: Service ports whose `targetPort` differs from `port` do not work through the
-//! ClusterIP yet (the handshake succeeds, the server proxy refuses the hop with
-//! `port_mismatch`, closed). They are logged.
-
+//! server's proxy will see the connection arrive at, which it checks (`port_mismatch`):
+//! after kube-proxy's translation that is the Service port's `targetPort`, so a
+//! `targetPort` that differs from `port` is published with the registration
+//! ([`crate::discovery::Snapshot::hop_ports`]) and the client's proxy names it instead.
+//! A numeric `targetPort` is taken as it is; a named one is resolved against the
+//! container ports of the selected meshed pods that declare that name (kube-proxy only
+//! sends that Service port's connections to those), and the Service port is published
+//! only when they all agree on one number. When they disagree, or none declares it, that
+//! Service port is not published (fail closed: the hop would name the wrong port for
+//! some backends), logged, and the Service counted as invalid.
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use spiffe::SpiffeId;
 
@@ -55,8 +60,34 @@ pub struct KubernetesService {
     pub selector: BTreeMap<String, String>,
     /// The TCP Service ports.
     pub ports: Vec<u16>,
-    /// Service ports whose `targetPort` is not the same number (see the module header).
-    pub remapped_ports: Vec<u16>,
+    /// Service ports whose `targetPort` is not the same number: port → `targetPort`
+    /// (see the module header). Absent: the backends listen on the Service port.
+    pub target_ports: BTreeMap<u16, TargetPort>,
+}
+
+/// A Service port's `targetPort` (IntOrString).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TargetPort {
+    /// A port number on the pods.
+    Number(u16),
+    /// The name of a container port on the pods, whose number each pod declares.
+    Name(String),
+}
+
+/// Why a Service port's `targetPort` has no one number to name in the mesh hop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetPortError {
+    /// No selected meshed pod declares a TCP container port of this name.
+    #[error("no selected meshed pod declares a TCP container port named {0:?}")]
+    Unresolved(String),
+    /// The selected meshed pods declare this name with different numbers.
+    #[error("the selected meshed pods declare container port {name:?} as {numbers:?}")]
+    Disagree {
+        /// The `targetPort` name.
+        name: String,
+        /// The numbers the pods declare for it, sorted.
+        numbers: Vec<u16>,
+    },
 }
 
 impl KubernetesService {
@@ -114,6 +145,39 @@ pub fn backing<'a>(
     }
 }
 
+/// The port Service port `port` of `svc` reaches its backends at, among `pods` (the
+/// mesh hop must name it): `port` itself, the numeric `targetPort`, or the one number the
+/// selected meshed pods declaring the named `targetPort` agree on. Pods not declaring
+/// the name are no backends of this port (kube-proxy skips them) and are ignored.
+pub fn target_port<'a>(
+    svc: &KubernetesService,
+    port: u16,
+    pods: impl IntoIterator<Item = &'a KubernetesPod>,
+) -> Result<u16, TargetPortError> {
+    let name = match svc.target_ports.get(&port) {
+        None => return Ok(port),
+        Some(TargetPort::Number(n)) => return Ok(*n),
+        Some(TargetPort::Name(name)) => name,
+    };
+    let numbers: BTreeSet<u16> = pods
+        .into_iter()
+        .filter(|p| svc.selects(p))
+        .filter_map(|p| p.named_ports.get(name).copied())
+        .collect();
+    let mut numbers: Vec<u16> = numbers.into_iter().collect();
+    match numbers.len() {
+        0 => Err(TargetPortError::Unresolved(name.clone())),
+        1 => Ok(numbers.remove(0)),
+        _ => Err(TargetPortError::Disagree {
+            name: name.clone(),
+            numbers,
+        }),
+    }
+}
+
+/// Every Service port of one Service → the port its hop names, or why it has none.
+type Targets = BTreeMap<u16, Result<u16, TargetPortError>>;
+
 /// The Services, and derived from them and the pods, what each ClusterIP publishes.
 #[derive(Default)]
 pub(super) struct Services {
@@ -121,6 +185,7 @@ pub(super) struct Services {
     /// Every ClusterIP → the Services claiming it (normally one).
     claims: BTreeMap<IpAddr, Vec<(String, String)>>,
     backing: BTreeMap<(String, String), Backing>,
+    targets: BTreeMap<(String, String), Targets>,
 }
 
 impl Services {
@@ -140,32 +205,56 @@ impl Services {
     pub(super) fn rebuild(&mut self, pods: &BTreeMap<(String, String), KubernetesPod>) {
         let mut claims: BTreeMap<IpAddr, Vec<(String, String)>> = BTreeMap::new();
         let mut next = BTreeMap::new();
+        let mut next_targets = BTreeMap::new();
         for (key, svc) in &self.services {
             for ip in &svc.cluster_ips {
                 claims.entry(*ip).or_default().push(key.clone());
             }
-            let in_namespace = pods
+            let in_namespace: Vec<&KubernetesPod> = pods
                 .range((svc.namespace.clone(), String::new())..)
                 .take_while(|((ns, _), _)| *ns == svc.namespace)
-                .map(|(_, pod)| pod);
-            let b = backing(svc, in_namespace);
-            if self.backing.get(key) != Some(&b) {
-                log_change(svc, &b);
+                .map(|(_, pod)| pod)
+                .collect();
+            let b = backing(svc, in_namespace.iter().copied());
+            let t: Targets = svc
+                .ports
+                .iter()
+                .map(|p| (*p, target_port(svc, *p, in_namespace.iter().copied())))
+                .collect();
+            if self.backing.get(key) != Some(&b) || self.targets.get(key) != Some(&t) {
+                log_change(svc, &b, &t);
             }
             next.insert(key.clone(), b);
+            next_targets.insert(key.clone(), t);
         }
         self.claims = claims;
         self.backing = next;
+        self.targets = next_targets;
     }
 
     /// One registration per published (ClusterIP, port). A ClusterIP two Services claim
     /// is published only if both resolve to the same identity.
     pub(super) fn registrations(&self) -> impl Iterator<Item = Registration> + '_ {
+        self.published().map(|(reg, _)| reg)
+    }
+
+    /// (ClusterIP, Service port) → the `targetPort` the mesh hop names, for every
+    /// published Service port whose `targetPort` is another number.
+    pub(super) fn hop_ports(&self) -> impl Iterator<Item = (SocketAddr, u16)> + '_ {
+        self.published().filter_map(|(reg, hop)| {
+            (hop != reg.inbound_port)
+                .then_some((SocketAddr::new(reg.address, reg.inbound_port), hop))
+        })
+    }
+
+    /// Every published registration with the port its hop names.
+    fn published(&self) -> impl Iterator<Item = (Registration, u16)> + '_ {
         self.services.iter().flat_map(move |(key, svc)| {
             let id = match self.backing.get(key) {
                 Some(Backing::One(id)) => Some(id.clone()),
                 _ => None,
             };
+            let targets = self.targets.get(key);
             svc.cluster_ips
                 .iter()
                 .filter(move |ip| {
@@ -177,46 +266,66 @@ impl Services {
                 .flat_map(move |ip| {
                     let id = id.clone();
                     svc.ports.iter().filter_map(move |port| {
-                        Some(Registration {
-                            spiffe_id: id.clone()?,
-                            service: svc.mesh_name(),
-                            address: *ip,
-                            inbound_port: *port,
-                            app_ports: vec![*port],
-                            proxy_version: String::new(),
-                        })
+                        let hop = *targets?.get(port)?.as_ref().ok()?;
+                        Some((
+                            Registration {
+                                spiffe_id: id.clone()?,
+                                service: svc.mesh_name(),
+                                address: *ip,
+                                inbound_port: *port,
+                                app_ports: vec![*port],
+                                proxy_version: String::new(),
+                            },
+                            hop,
+                        ))
                     })
                 })
         })
     }
 
-    /// (Services published, Services whose backends span several identities).
+    /// (Services published, Services invalid: their backends span several identities,
+    /// or a published one has a Service port whose `targetPort` has no one number).
     pub(super) fn counts(&self) -> (usize, usize) {
         let one = self
             .backing
             .values()
             .filter(|b| matches!(b, Backing::One(_)))
             .count();
-        let several = self
+        let invalid = self
             .backing
-            .values()
-            .filter(|b| matches!(b, Backing::Several(_)))
+            .iter()
+            .filter(|(key, b)| match b {
+                Backing::Several(_) => true,
+                Backing::One(_) => self
+                    .targets
+                    .get(*key)
+                    .is_some_and(|t| t.values().any(Result::is_err)),
+                _ => false,
+            })
             .count();
-        (one, several)
+        (one, invalid)
     }
 }
 
-fn log_change(svc: &KubernetesService, b: &Backing) {
+fn log_change(svc: &KubernetesService, b: &Backing, targets: &Targets) {
     let (ns, name, ips) = (&svc.namespace, &svc.name, &svc.cluster_ips);
     match b {
         Backing::One(id) => {
-            tracing::info!(namespace = %ns, service = %name, cluster_ips = ?ips, spiffe_id = %id, "Service ClusterIPs in discovery");
-            if !svc.remapped_ports.is_empty() {
+            let hops: BTreeMap<u16, u16> = targets
+                .iter()
+                .filter_map(|(p, t)| t.as_ref().ok().filter(|t| *t != p).map(|t| (*p, *t)))
+                .collect();
+            tracing::info!(namespace = %ns, service = %name, cluster_ips = ?ips, spiffe_id = %id, target_ports = ?hops, "Service ClusterIPs in discovery");
+            for (port, e) in targets
+                .iter()
+                .filter_map(|(p, t)| Some((p, t.as_ref().err()?)))
+            {
                 tracing::warn!(
                     namespace = %ns,
                     service = %name,
-                    ports = ?svc.remapped_ports,
-                    "Service ports with a different targetPort do not work through the ClusterIP (the mesh hop names the Service port); use targetPort == port"
+                    port,
+                    error = %e,
+                    "Service port not in discovery: its targetPort has no one number on the meshed pods"
                 );
             }
         }

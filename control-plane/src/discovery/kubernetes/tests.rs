@@ -3,6 +3,8 @@ use std::time::Duration;
 use super::*;
 use crate::discovery::RegisterError;
 
+mod target_ports;
+
 fn pod(ns: &str, name: &str, sa: &str, ips: &[&str], created: &str) -> KubernetesPod {
     KubernetesPod {
         namespace: ns.into(),
@@ -13,6 +15,7 @@ fn pod(ns: &str, name: &str, sa: &str, ips: &[&str], created: &str) -> Kubernete
         inbound_port: 15006,
         created: created.into(),
         labels: [("app".to_string(), sa.to_string())].into(),
+        named_ports: BTreeMap::new(),
     }
 }
 
@@ -220,7 +223,7 @@ fn svc(ns: &str, name: &str, ips: &[&str], selector: &[(&str, &str)]) -> Kuberne
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         ports: vec![80, 8080],
-        remapped_ports: Vec::new(),
+        target_ports: BTreeMap::new(),
     }
 }
 

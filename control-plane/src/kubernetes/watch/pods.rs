@@ -11,6 +11,7 @@
 //! service account is Kubernetes' `default`), the identity the attestation issues to the
 //! pod's proxy. Every IP of `status.podIPs` (IPv4 and IPv6) maps to it.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -46,6 +47,34 @@ pub struct PodSpec {
     pub service_account: Option<String>,
     #[serde(default)]
     pub host_network: Option<bool>,
+    #[serde(default)]
+    pub containers: Option<Vec<Container>>,
+    #[serde(default)]
+    pub init_containers: Option<Vec<Container>>,
+}
+
+/// One entry of `spec.containers` or `spec.initContainers`: its ports, for Services'
+/// named `targetPort`s.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default)]
+    pub ports: Option<Vec<ContainerPort>>,
+    /// `Always` marks a sidecar among the init containers.
+    #[serde(default)]
+    pub restart_policy: Option<String>,
+}
+
+/// One entry of a container's `ports`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub container_port: Option<i64>,
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 /// `status`.
@@ -148,6 +177,7 @@ pub fn meshed_pod(
     if addresses.is_empty() {
         return Err(Skip::NoAddress);
     }
+    let named_ports = named_ports(&spec);
     let sa = spec
         .service_account_name
         .filter(|s| !s.is_empty())
@@ -163,7 +193,35 @@ pub fn meshed_pod(
         inbound_port,
         created: meta.creation_timestamp.clone(),
         labels: meta.labels.clone(),
+        named_ports,
     })
+}
+
+/// The pod's named TCP container ports, as kube-proxy's endpoints resolve a Service's
+/// named `targetPort`: the app containers first, then sidecars (init containers with
+/// `restartPolicy: Always`); the first container declaring a name wins.
+fn named_ports(spec: &PodSpec) -> BTreeMap<String, u16> {
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    let mut named = BTreeMap::new();
+    for c in spec.containers.iter().flatten().chain(sidecars) {
+        for p in c.ports.iter().flatten() {
+            let tcp = p.protocol.as_deref().is_none_or(|proto| proto == "TCP");
+            let number = p
+                .container_port
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n != 0);
+            if let (true, Some(name), Some(number)) = (tcp, p.name.as_ref(), number)
+                && !name.is_empty()
+            {
+                named.entry(name.clone()).or_insert(number);
+            }
+        }
+    }
+    named
 }
 
 /// `spiffe://<td>/ns/<namespace>/sa/<service-account>`, refusing what would not be a

@@ -7,6 +7,7 @@
 //! skipped), `selector`, and `ports` (`port`, `protocol`, `targetPort`). Only TCP ports
 //! are meshed.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use serde::Deserialize;
 
 use super::wire::{Object, ObjectMeta};
 use super::{Sink, SinkError};
-use crate::discovery::{KubernetesService, Registry};
+use crate::discovery::{KubernetesService, Registry, TargetPort};
 
 /// The fields of a Service the watcher reads.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -111,7 +112,7 @@ pub fn cluster_service(svc: &Service) -> Result<KubernetesService, ServiceSkip> 
         return Err(ServiceSkip::NoClusterIp);
     }
     let mut ports = Vec::new();
-    let mut remapped_ports = Vec::new();
+    let mut target_ports = BTreeMap::new();
     for p in spec.ports.unwrap_or_default() {
         // Protocol defaults to TCP; UDP and SCTP never reach the mesh.
         if p.protocol.as_deref().is_some_and(|proto| proto != "TCP") {
@@ -124,28 +125,45 @@ pub fn cluster_service(svc: &Service) -> Result<KubernetesService, ServiceSkip> 
         else {
             continue;
         };
-        // targetPort defaults to port.
-        let same = match &p.target_port {
-            None | Some(serde_json::Value::Null) => true,
-            Some(v) => v.as_i64() == Some(i64::from(port)),
+        if ports.contains(&port) {
+            continue;
+        }
+        // A targetPort the API server would not accept leaves the port out (closed).
+        let Some(target) = target_port(p.target_port.as_ref(), port) else {
+            tracing::warn!(namespace = %svc.metadata.namespace, service = %svc.metadata.name, port, target_port = ?p.target_port, "Service port with an invalid targetPort left out of discovery");
+            continue;
         };
-        if !ports.contains(&port) {
-            ports.push(port);
-            if !same {
-                remapped_ports.push(port);
-            }
+        ports.push(port);
+        if target != TargetPort::Number(port) {
+            target_ports.insert(port, target);
         }
     }
     ports.sort_unstable();
-    remapped_ports.sort_unstable();
     Ok(KubernetesService {
         namespace: svc.metadata.namespace.clone(),
         name: svc.metadata.name.clone(),
         cluster_ips,
         selector: spec.selector.unwrap_or_default(),
         ports,
-        remapped_ports,
+        target_ports,
     })
+}
+
+/// A Service port's `targetPort` (IntOrString): absent, `0` and `""` default to the
+/// Service port (as the API server defaults them); `None` for what is neither a port
+/// number nor a name.
+fn target_port(v: Option<&serde_json::Value>, port: u16) -> Option<TargetPort> {
+    match v {
+        None | Some(serde_json::Value::Null) => Some(TargetPort::Number(port)),
+        Some(serde_json::Value::Number(n)) => match n.as_u64().map(u16::try_from) {
+            Some(Ok(0)) => Some(TargetPort::Number(port)),
+            Some(Ok(t)) => Some(TargetPort::Number(t)),
+            _ => None,
+        },
+        Some(serde_json::Value::String(s)) if s.is_empty() => Some(TargetPort::Number(port)),
+        Some(serde_json::Value::String(s)) => Some(TargetPort::Name(s.clone())),
+        Some(_) => None,
+    }
 }
 
 /// Applies Services to the registry.
@@ -250,7 +268,11 @@ mod tests {
         .unwrap();
         assert_eq!(s.cluster_ips.len(), 2);
         assert_eq!(s.ports, [80, 9090], "TCP ports only, in range");
-        assert_eq!(s.remapped_ports, [9090], "named targetPort");
+        assert_eq!(
+            s.target_ports,
+            BTreeMap::from([(9090, TargetPort::Name("metrics".into()))]),
+            "named targetPort; 80 -> 80 is no mapping"
+        );
         assert_eq!(s.selector.get("app").map(String::as_str), Some("api"));
         assert_eq!(s.mesh_name(), "s.prod.svc");
         // clusterIP alone (older servers), no selector, no ports, LoadBalancer.
@@ -275,6 +297,32 @@ mod tests {
             parse(json!({"clusterIPs": ["nope"]})),
             Err(ServiceSkip::BadAddress(_))
         ));
+    }
+
+    #[test]
+    fn target_ports_decode() {
+        let s = parse(json!({"clusterIP": "10.96.0.10",
+            "ports": [{"port": 80, "targetPort": 8080},
+                      {"port": 81, "targetPort": 0},
+                      {"port": 82, "targetPort": ""},
+                      {"port": 83, "targetPort": 70000},
+                      {"port": 84, "targetPort": -1},
+                      {"port": 85, "targetPort": true},
+                      {"port": 86, "targetPort": "web"}]}))
+        .unwrap();
+        assert_eq!(
+            s.ports,
+            [80, 81, 82, 86],
+            "invalid targetPorts leave the port out"
+        );
+        assert_eq!(
+            s.target_ports,
+            BTreeMap::from([
+                (80, TargetPort::Number(8080)),
+                (86, TargetPort::Name("web".into()))
+            ]),
+            "0 and \"\" default to the Service port"
+        );
     }
 
     fn published(r: &Registry) -> Vec<(String, u16, String)> {
