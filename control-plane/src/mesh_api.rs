@@ -6,12 +6,14 @@
 //! the session when the client certificate expires, so a session never outlives the
 //! credential that opened it.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ferrule_proto::mesh::v1 as pb;
 use ferrule_proto::mesh::v1::mesh_server::Mesh;
+use spiffe::SpiffeId;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -76,6 +78,62 @@ pub fn discovery_pb(s: &Snapshot) -> pb::Discovery {
             })
             .collect(),
     }
+}
+
+/// Turns a proxy's `Register` into a [`Registration`] for the identity its certificate
+/// proved (`spiffe_id`) at the address it connects from (`remote`), or refuses it.
+///
+/// Nothing the proxy writes chooses its identity or address: a service name must be the
+/// last segment of its SPIFFE ID path (the service account), so no mesh member can
+/// register as `api` and receive api's clients; `advertise_address` is refused until an
+/// administrator can declare one. Ports are range-checked here; the [`Registry`]
+/// refuses port 0 and malformed service names.
+pub fn registration_from_pb(
+    r: pb::Register,
+    spiffe_id: &SpiffeId,
+    remote: IpAddr,
+) -> Result<Registration, Status> {
+    if !r.advertise_address.is_empty() {
+        return Err(Status::permission_denied(format!(
+            "advertise_address {:?} was not declared by an administrator for {spiffe_id}; \
+             proxies may only register the address they connect from",
+            r.advertise_address
+        )));
+    }
+    let port = |p: u32, field: &str| {
+        u16::try_from(p)
+            .map_err(|_| Status::invalid_argument(format!("{field}: {p} is not a port")))
+    };
+    let bound = spiffe_id
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if r.service != bound {
+        return Err(Status::permission_denied(format!(
+            "{spiffe_id} may only register service {bound:?}, not {:?}",
+            r.service
+        )));
+    }
+    if r.app_ports.len() > MAX_APP_PORTS {
+        return Err(Status::invalid_argument(format!(
+            "app_ports: {} ports; at most {MAX_APP_PORTS}",
+            r.app_ports.len()
+        )));
+    }
+    Ok(Registration {
+        spiffe_id: spiffe_id.clone(),
+        service: r.service,
+        address: remote.to_canonical(),
+        inbound_port: port(r.inbound_port, "inbound_port")?,
+        app_ports: r
+            .app_ports
+            .iter()
+            .map(|p| port(*p, "app_ports"))
+            .collect::<Result<_, _>>()?,
+        proxy_version: r.proxy_version.chars().take(64).collect(),
+    })
 }
 
 /// Ends the registry session when the response stream is dropped.
@@ -143,50 +201,7 @@ impl Mesh for MeshApi {
                 "the first message must be register",
             ));
         };
-        if !r.advertise_address.is_empty() {
-            return Err(Status::permission_denied(format!(
-                "advertise_address {:?} was not declared by an administrator for {spiffe_id}; \
-                 proxies may only register the address they connect from",
-                r.advertise_address
-            )));
-        }
-        let port = |p: u32, field: &str| {
-            u16::try_from(p)
-                .map_err(|_| Status::invalid_argument(format!("{field}: {p} is not a port")))
-        };
-        // A service name is bound to the identity: the last segment of the SPIFFE ID path
-        // (the service account). Otherwise any mesh member could register as `api` and
-        // receive api's clients, and pass their check of "the identity of api".
-        let bound = spiffe_id
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        if r.service != bound {
-            return Err(Status::permission_denied(format!(
-                "{spiffe_id} may only register service {bound:?}, not {:?}",
-                r.service
-            )));
-        }
-        if r.app_ports.len() > MAX_APP_PORTS {
-            return Err(Status::invalid_argument(format!(
-                "app_ports: {} ports; at most {MAX_APP_PORTS}",
-                r.app_ports.len()
-            )));
-        }
-        let reg = Registration {
-            spiffe_id: spiffe_id.clone(),
-            service: r.service,
-            address: peer.remote.ip().to_canonical(),
-            inbound_port: port(r.inbound_port, "inbound_port")?,
-            app_ports: r
-                .app_ports
-                .iter()
-                .map(|p| port(*p, "app_ports"))
-                .collect::<Result<_, _>>()?,
-            proxy_version: r.proxy_version.chars().take(64).collect(),
-        };
+        let reg = registration_from_pb(r, &spiffe_id, peer.remote.ip())?;
         let session = self
             .registry
             .register(reg.clone(), cert_not_after)

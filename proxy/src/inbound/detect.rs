@@ -12,8 +12,7 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::hop;
 use crate::io::PrefixedIo;
@@ -49,11 +48,12 @@ pub enum DetectError {
 }
 
 /// Reads enough of `tcp` to classify it; returns the class and the stream with the
-/// consumed bytes put back.
-pub async fn detect(
-    mut tcp: TcpStream,
+/// consumed bytes put back. (Generic over the stream so the fuzz targets can drive it
+/// with scripted reads; the proxy passes its `TcpStream`.)
+pub async fn detect<S: AsyncRead + Unpin>(
+    mut tcp: S,
     timeout: Duration,
-) -> Result<(Protocol, PrefixedIo<TcpStream>), DetectError> {
+) -> Result<(Protocol, PrefixedIo<S>), DetectError> {
     let mut buf = Vec::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut acceptor = rustls::server::Acceptor::default();
