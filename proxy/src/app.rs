@@ -165,6 +165,7 @@ pub async fn run(config: Config, log_level: crate::telemetry::LogLevel) -> anyho
             limits: file.limits.clone(),
             tls: tls_opts.clone(),
             pool: file.outbound.pool,
+            pool_idle_timeout: file.outbound.pool_idle_timeout,
         },
         identity.clone(),
         discovery.clone(),

@@ -60,6 +60,8 @@ pub struct OutboundSettings {
     pub tls: TlsOptions,
     /// Carry application connections as streams over pooled `ferrule/2` connections.
     pub pool: bool,
+    /// Close a pooled connection that carried no stream for this long.
+    pub pool_idle_timeout: Duration,
 }
 
 /// Why an outbound connection failed. Each has a stable label.
@@ -185,7 +187,11 @@ impl Outbound {
             };
             let this = self.clone();
             let dest = dest.clone();
-            let span = tracing::info_span!("outbound", %remote, dst = tracing::field::Empty, server_id = tracing::field::Empty);
+            // The per-connection span is at debug level: at info it would be entered and
+            // exited on every poll of the task and its fields formatted up front (~5 k
+            // instructions per connection, ~1 k per request), for the few events that
+            // happen inside it. Those events carry their own fields instead.
+            let span = tracing::debug_span!("outbound", %remote, dst = tracing::field::Empty, server_id = tracing::field::Empty);
             tokio::spawn(
                 async move {
                     let _guard = guard;
@@ -193,7 +199,7 @@ impl Outbound {
                         Ok(s) => tracing::debug!(bytes_out = s.a_to_b, bytes_in = s.b_to_a, "outbound connection closed"),
                         Err(e) => {
                             this.metrics.failure("outbound", e.reason());
-                            tracing::info!(reason = e.reason(), error = %e, "outbound connection refused");
+                            tracing::info!(%remote, reason = e.reason(), error = %e, "outbound connection refused");
                         }
                     }
                 }
@@ -289,14 +295,9 @@ impl Outbound {
                 }
                 Err(e) => return Err(e),
             };
-            let labels = ConnLabels {
-                direction: "outbound",
-                peer: id.to_string(),
-                tls: "mtls",
-            };
             let stats = match hop {
-                pool::Hop::Pooled(stream) => {
-                    let m = self.metrics.open(labels);
+                pool::Hop::Pooled(stream, handles) => {
+                    let m = self.metrics.open_with(handles);
                     let stats = copy(app, stream, limits).await;
                     m.bytes(stats.a_to_b, stats.b_to_a);
                     stats
@@ -305,7 +306,11 @@ impl Outbound {
                     hop::write_header(&mut tls, port)
                         .await
                         .map_err(|source| OutboundError::Connect { addr, source })?;
-                    let m = self.metrics.open(labels);
+                    let m = self.metrics.open(ConnLabels {
+                        direction: "outbound",
+                        peer: id.to_string(),
+                        tls: "mtls",
+                    });
                     let stats = copy(app, tls, limits).await;
                     m.bytes(stats.a_to_b, stats.b_to_a);
                     stats

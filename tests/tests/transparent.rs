@@ -34,6 +34,14 @@ const READY: Duration = Duration::from_secs(20);
 
 /// A's proxy config: transparent mode.
 fn client_yaml(extra: &str) -> String {
+    // Captures wait until every connection they saw has closed on the wire; A's pooled
+    // mesh connection (ferrule/2) to B closes one second after its last stream.
+    let pool = "outbound:\n  pool_idle_timeout: 1s\n";
+    let extra = if extra.contains("outbound:\n") {
+        extra.replacen("outbound:\n", pool, 1)
+    } else {
+        format!("{pool}{extra}")
+    };
     format!("mode: transparent\nservice: client\n{extra}")
 }
 

@@ -18,6 +18,7 @@
 //!   unmeshed: refuse        # refuse | passthrough (destinations not in the mesh)
 //!   pool: true              # share pooled mTLS connections (ALPN ferrule/2); false: one
 //!                           # ferrule/1 connection (one handshake) per app connection
+//!   pool_idle_timeout: 60s  # a pooled connection without streams this long is closed
 //!   upstreams:              # explicit mode: local port -> mesh service
 //!     - listen: 127.0.0.1:9001
 //!       service: backend
@@ -142,6 +143,9 @@ pub struct OutboundFile {
     /// (ALPN `ferrule/2`; default true). Servers that answer `ferrule/1` are still dialled
     /// per connection.
     pub pool: bool,
+    /// A pooled connection that carried no stream for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub pool_idle_timeout: Duration,
 }
 
 impl Default for OutboundFile {
@@ -151,6 +155,7 @@ impl Default for OutboundFile {
             unmeshed: Unmeshed::Refuse,
             upstreams: Vec::new(),
             pool: true,
+            pool_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -310,6 +315,7 @@ impl FileConfig {
             ("limits.connect_timeout", self.limits.connect_timeout),
             ("limits.handshake_timeout", self.limits.handshake_timeout),
             ("limits.detect_timeout", self.limits.detect_timeout),
+            ("outbound.pool_idle_timeout", self.outbound.pool_idle_timeout),
         ] {
             if d.is_zero() {
                 return Err((name.into(), "must be greater than 0".into()));

@@ -54,6 +54,8 @@ impl Inbound {
             Err(_) => return Err(InboundError::HandshakeTimeout),
         };
         let peer = Arc::new(peer);
+        // Every stream of this connection has the same peer: resolve its metrics once.
+        let handles = self.conn_handles(&Peer::Authenticated(peer.id().clone()), "mtls");
         let mut going_away = false;
         let mut streams = 0u64;
         loop {
@@ -75,7 +77,7 @@ impl Inbound {
             };
             if let Err(e) = self.admit(&peer) {
                 self.metrics.failure("inbound", e.reason());
-                tracing::info!(reason = e.reason(), error = %e, "stream refused; asking the client to reconnect");
+                tracing::info!(%remote, peer = %peer.id(), reason = e.reason(), error = %e, "stream refused; asking the client to reconnect");
                 respond.send_reset(h2::Reason::REFUSED_STREAM);
                 if !going_away {
                     conn.graceful_shutdown();
@@ -85,6 +87,7 @@ impl Inbound {
             }
             let Some(guard) = drain.try_track() else {
                 tracing::warn!(
+                    %remote,
                     limit = drain.max(),
                     "inbound connection refused: connection cap reached"
                 );
@@ -95,15 +98,16 @@ impl Inbound {
             streams += 1;
             let this = self.clone();
             let peer = peer.clone();
-            // Same span as a version-1 connection's, so logs read the same.
-            let span = tracing::info_span!(parent: None, "inbound", %remote, peer = %peer.id(), port = tracing::field::Empty, decision = tracing::field::Empty);
+            let handles = handles.clone();
+            // Same (debug-level) span as a version-1 connection's, so logs read the same.
+            let span = tracing::debug_span!(parent: None, "inbound", %remote, peer = %peer.id(), port = tracing::field::Empty, decision = tracing::field::Empty);
             tokio::spawn(
                 async move {
-                    match this.serve_stream(req, respond, &peer, original, guard).await {
+                    match this.serve_stream(req, respond, &peer, original, guard, handles).await {
                         Ok(stats) => tracing::debug!(bytes_in = stats.a_to_b, bytes_out = stats.b_to_a, "inbound stream closed"),
                         Err(e) => {
                             this.metrics.failure("inbound", e.reason());
-                            tracing::info!(reason = e.reason(), error = %e, "inbound connection refused");
+                            tracing::info!(%remote, peer = %peer.id(), reason = e.reason(), error = %e, "inbound connection refused");
                         }
                     }
                 }
@@ -133,6 +137,7 @@ impl Inbound {
         peer: &VerifiedPeer,
         original: Option<SocketAddr>,
         guard: ConnGuard,
+        handles: crate::metrics::ConnHandles,
     ) -> Result<CopyStats, InboundError> {
         let _guard = guard;
         let port = hop::mux::parse_connect(&req)?;
@@ -148,7 +153,7 @@ impl Inbound {
         let (addr, _mode, protocol) = self.target(port, original)?;
         let io = MuxStream::server(req.into_body(), respond);
         let peer = Peer::Authenticated(peer.id().clone());
-        self.forward(io, peer, port, addr, protocol, "mtls").await
+        self.forward(io, peer, port, addr, protocol, handles).await
     }
 }
 

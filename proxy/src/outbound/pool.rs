@@ -14,7 +14,8 @@
 //!   connection; more open another connection.
 //! * A server that answers `ferrule/1` (an older proxy) is dialled per application
 //!   connection, as before, for [`V1_RETRY`] before `ferrule/2` is offered again.
-//! * A connection without streams for [`IDLE_TIMEOUT`] is closed. Every
+//! * A connection without streams for `outbound.pool_idle_timeout` (default 60 s) is
+//!   closed. Every
 //!   [`KEEPALIVE_INTERVAL`] the client sends an HTTP/2 PING; a server that does not answer
 //!   within [`KEEPALIVE_TIMEOUT`] (a dead host or a hung process, which a version-1
 //!   connection would have met as a handshake timeout) has its connection closed, and
@@ -34,12 +35,11 @@ use tokio_rustls::client::TlsStream;
 
 use super::{Outbound, OutboundError};
 use crate::hop::{self, mux::MuxStream};
+use crate::metrics::{ConnHandles, ConnLabels};
 
 /// Streams per pooled connection before another connection is opened (each connection is
 /// served by one task, so several spread the work over the runtime's workers).
 pub const STREAMS_PER_CONNECTION: usize = 100;
-/// A pooled connection without streams for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a server that answered `ferrule/1` is dialled per connection before
 /// `ferrule/2` is offered to it again.
 pub const V1_RETRY: Duration = Duration::from_secs(60);
@@ -47,13 +47,14 @@ pub const V1_RETRY: Duration = Duration::from_secs(60);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a PING may go unanswered before the connection is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often a connection's task looks for idleness and unanswered PINGs.
+/// How often a connection's task looks for idleness and unanswered PINGs (at most; more
+/// often with a short idle timeout).
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 
 /// How an application connection reaches the server proxy.
 pub enum Hop {
-    /// A stream on a pooled `ferrule/2` connection.
-    Pooled(MuxStream),
+    /// A stream on a pooled `ferrule/2` connection, and the connection's metrics.
+    Pooled(MuxStream, ConnHandles),
     /// A `ferrule/1` connection of its own (the caller writes the hop header).
     Single(Box<TlsStream<TcpStream>>),
 }
@@ -89,6 +90,8 @@ struct Conn {
     peer: VerifiedPeer,
     /// The credentials we held when dialling: streams go on only while they are current.
     creds: Arc<Credentials>,
+    /// Metrics of its streams, resolved once.
+    handles: ConnHandles,
     /// Streams open, plus reservations of callers about to open one.
     live: AtomicUsize,
     idle_since: Mutex<Instant>,
@@ -180,12 +183,12 @@ impl Outbound {
             )));
         }
         if let Some(s) = self.stream_on_pooled(&slot, addr, port).await {
-            return Ok(Hop::Pooled(s));
+            return Ok(s);
         }
         let dialing = slot.dialing.lock().await;
         // Someone else may have dialled while we waited.
         if let Some(s) = self.stream_on_pooled(&slot, addr, port).await {
-            return Ok(Hop::Pooled(s));
+            return Ok(s);
         }
         let creds = self
             .identity
@@ -223,6 +226,11 @@ impl Outbound {
             send,
             peer,
             creds,
+            handles: self.metrics.conn_handles(&ConnLabels {
+                direction: "outbound",
+                peer: server_id.to_string(),
+                tls: "mtls",
+            }),
             live: AtomicUsize::new(1), // this caller's stream
             idle_since: Mutex::new(Instant::now()),
             retired: AtomicBool::new(false),
@@ -230,24 +238,18 @@ impl Outbound {
         lock(&slot.conns).push(conn.clone());
         tracing::debug!(conn = conn.id, %addr, server_id = %server_id, "pooled mesh connection established");
         tokio::spawn(drive(
+            self.settings.pool_idle_timeout,
             connection,
             Arc::downgrade(&conn),
             key,
             Arc::downgrade(&self.pool.slots),
         ));
         drop(dialing);
-        self.open_stream(StreamGuard(conn), addr, port)
-            .await
-            .map(Hop::Pooled)
+        self.open_stream(StreamGuard(conn), addr, port).await
     }
 
     /// A stream on an existing pooled connection, if one can take it.
-    async fn stream_on_pooled(
-        &self,
-        slot: &Slot,
-        addr: SocketAddr,
-        port: u16,
-    ) -> Option<MuxStream> {
+    async fn stream_on_pooled(&self, slot: &Slot, addr: SocketAddr, port: u16) -> Option<Hop> {
         loop {
             let guard = slot.pick(self)?;
             let conn = guard.0.clone();
@@ -267,7 +269,7 @@ impl Outbound {
         guard: StreamGuard,
         addr: SocketAddr,
         port: u16,
-    ) -> Result<MuxStream, OutboundError> {
+    ) -> Result<Hop, OutboundError> {
         let stream_err = |source| OutboundError::Stream { addr, source };
         let send = guard.0.send.clone().ready().await.map_err(stream_err)?;
         let mut send = send;
@@ -277,13 +279,18 @@ impl Outbound {
                 source: std::io::Error::other(e),
             })?;
         let (response, stream) = send.send_request(req, false).map_err(stream_err)?;
-        Ok(MuxStream::client(stream, response).hold(guard))
+        let handles = guard.0.handles.clone();
+        Ok(Hop::Pooled(
+            MuxStream::client(stream, response).hold(guard),
+            handles,
+        ))
     }
 }
 
 /// Drives one pooled connection until it closes; retires it when it has been idle for
-/// [`IDLE_TIMEOUT`], and forgets its key when nothing else uses it.
+/// `idle_timeout`, and forgets its key when nothing else uses it.
 async fn drive(
+    idle_timeout: Duration,
     mut connection: h2::client::Connection<TlsStream<TcpStream>, Bytes>,
     conn: Weak<Conn>,
     key: Key,
@@ -291,7 +298,11 @@ async fn drive(
 ) {
     let mut ping = connection.ping_pong();
     tokio::pin!(connection);
-    let mut tick = tokio::time::interval(IDLE_CHECK);
+    let mut tick = tokio::time::interval(
+        IDLE_CHECK
+            .min(idle_timeout / 2)
+            .max(Duration::from_millis(50)),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ping = Instant::now();
     let mut unanswered: Option<Instant> = None;
@@ -324,7 +335,7 @@ async fn drive(
                 }
                 let Some(c) = conn.upgrade() else { continue };
                 let idle = c.live.load(Ordering::Acquire) == 0
-                    && lock(&c.idle_since).elapsed() >= IDLE_TIMEOUT;
+                    && lock(&c.idle_since).elapsed() >= idle_timeout;
                 if idle && !c.retired.swap(true, Ordering::AcqRel) {
                     tracing::debug!(conn = c.id, addr = %key.addr, "idle pooled mesh connection closed");
                 }
