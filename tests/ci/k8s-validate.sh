@@ -28,8 +28,11 @@ ROOT=$(pwd)
 started=$SECONDS
 BIN=${FERRULE_TOOLS_BIN:-$(tests/ci/python-tools.sh)}
 PY=$BIN/python
-CP=target/debug/ferrule-control-plane
-CTL=target/debug/ferrulectl
+# The binaries tests/run.sh just built (absolute: some steps run from other directories).
+TARGET=${CARGO_TARGET_DIR:-target}
+case $TARGET in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
+CP=$TARGET/debug/ferrule-control-plane
+CTL=$TARGET/debug/ferrulectl
 for b in "$CP" "$CTL"; do
   [ -x "$b" ] || { echo "k8s-validate.sh: $b is missing: run 'cargo build --workspace --bins' first" >&2; exit 1; }
 done
@@ -128,7 +131,7 @@ case "\$*" in
   *"create secret generic ferrule-ca-kek"*)
     stat -c %a "\$file" >"$tmp/kubectl/kek.mode"; cp "\$file" "$tmp/kubectl/kek" ;;
   *"exec deploy/ferrule-control-plane -c control-plane -- /ferrulectl webhook ca-bundle"*)
-    exec "$ROOT/$CTL" --socket "$tmp/cp/admin.sock" webhook ca-bundle ;;
+    exec "$CTL" --socket "$tmp/cp/admin.sock" webhook ca-bundle ;;
   *"patch mutatingwebhookconfiguration ferrule-sidecar-injector --type=json -p "*)
     printf '%s' "\$patch" >"$tmp/kubectl/patch.json" ;;
 esac
