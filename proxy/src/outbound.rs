@@ -144,6 +144,9 @@ pub struct Outbound {
     configs: Mutex<HashMap<(SpiffeId, bool), Arc<rustls::ClientConfig>>>,
     /// Pooled `ferrule/2` connections.
     pool: pool::Pool,
+    /// The addresses this proxy's outbound listeners are bound to: never dialled, since
+    /// each connection to one would dial again (a forwarding loop).
+    own_listeners: Mutex<Vec<SocketAddr>>,
 }
 
 impl Outbound {
@@ -161,12 +164,19 @@ impl Outbound {
             discovery,
             configs: Mutex::new(HashMap::new()),
             pool: pool::Pool::default(),
+            own_listeners: Mutex::new(Vec::new()),
         }
     }
 
     /// Accepts application connections on `listener` for `dest` until the drain starts.
     pub async fn run(self: Arc<Self>, listener: TcpListener, dest: Destination, drain: Drain) {
         let local = listener.local_addr().ok().map(crate::io::canonical);
+        if let Some(local) = local {
+            self.own_listeners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(local);
+        }
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -284,6 +294,13 @@ impl Outbound {
         }
         let mut last_err = None;
         for (addr, id, port) in candidates {
+            if self.is_own_listener(addr) {
+                // Discovery (a bad registration or configuration) points at one of our
+                // own listeners: each connection there would dial it again.
+                tracing::warn!(%addr, "mesh endpoint is this proxy's own listener; refused (forwarding loop)");
+                last_err = Some(OutboundError::Loop(addr));
+                continue;
+            }
             tracing::Span::current().record("dst", tracing::field::display(addr));
             tracing::Span::current().record("server_id", tracing::field::display(&id));
             let hop = match self.open_hop(addr, &id, port).await {
@@ -371,6 +388,20 @@ impl Outbound {
         let c = ferrule_tls::client_config(&self.identity, vec![id.clone()], &opts)?;
         configs.insert(key, c.clone());
         Ok(c)
+    }
+}
+
+impl Outbound {
+    /// Whether `addr` reaches one of this proxy's outbound listeners: the same address,
+    /// or a loopback address when the listener is bound to the unspecified address.
+    /// (Another local interface address of an unspecified listener is not recognised.)
+    fn is_own_listener(&self, addr: SocketAddr) -> bool {
+        let addr = crate::io::canonical(addr);
+        let own = self.own_listeners.lock().unwrap_or_else(|p| p.into_inner());
+        own.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip() || (l.ip().is_unspecified() && addr.ip().is_loopback()))
+        })
     }
 }
 

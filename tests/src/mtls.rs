@@ -14,9 +14,6 @@ use rustls::{ClientConfig, HandshakeKind, SignatureScheme, SupportedProtocolVers
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The hop header for application port 8080 (`proxy/src/hop.rs`).
-pub const HOP_8080: &[u8] = b"FRL1\x1f\x90\x00\x00";
-
 /// The client certificate a [`client_config`] presents, swappable between handshakes.
 ///
 /// rustls only offers a cached session to a server from the same `ClientConfig`
@@ -84,6 +81,16 @@ pub struct Attempt {
 /// and reads the echo until all of it came back, the connection ends, or 10 s pass.
 /// (Reading also collects the TLS 1.3 session tickets a server sends.)
 pub async fn attempt(cfg: Arc<ClientConfig>, addr: SocketAddr, payload: &[u8]) -> Attempt {
+    attempt_port(cfg, addr, 8080, payload).await
+}
+
+/// Like [`attempt`], with a hop header naming application port `port`.
+pub async fn attempt_port(
+    cfg: Arc<ClientConfig>,
+    addr: SocketAddr,
+    port: u16,
+    payload: &[u8],
+) -> Attempt {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from("ferrule.invalid").expect("placeholder name");
     let connect = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp);
@@ -95,7 +102,8 @@ pub async fn attempt(cfg: Arc<ClientConfig>, addr: SocketAddr, payload: &[u8]) -
     };
     let kind = tls.get_ref().1.handshake_kind();
     let mut echoed = Vec::new();
-    if tls.write_all(&[HOP_8080, payload].concat()).await.is_ok() {
+    let hop = ferrule_proxy::hop::encode(port);
+    if tls.write_all(&[&hop[..], payload].concat()).await.is_ok() {
         let mut buf = [0u8; 1024];
         while echoed.len() < payload.len() {
             match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
