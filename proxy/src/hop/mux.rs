@@ -59,6 +59,7 @@ pub const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// Largest DATA frame either side accepts (SETTINGS_MAX_FRAME_SIZE).
 pub const MAX_FRAME: u32 = 64 * 1024;
 
+pub mod batch;
 mod relay;
 
 /// The client side's HTTP/2 settings.

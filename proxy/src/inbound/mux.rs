@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 use super::{Inbound, InboundError};
 use crate::drain::{ConnGuard, Drain};
+use crate::hop::mux::batch::batched;
 use crate::hop::{self, mux::MuxStream};
 use crate::io::{CopyStats, PrefixedIo};
 use crate::policy::Peer;
@@ -43,9 +44,11 @@ impl Inbound {
         drain: &Drain,
     ) -> Result<CopyStats, InboundError> {
         let limits = &self.settings.limits;
+        // Frames go out once per turn of this task (`hop::mux::batch`).
+        let (io, mut flush) = batched(tls);
         let mut conn = match tokio::time::timeout(
             limits.handshake_timeout,
-            hop::mux::server_builder().handshake::<_, Bytes>(tls),
+            hop::mux::server_builder().handshake::<_, Bytes>(io),
         )
         .await
         {
@@ -60,7 +63,16 @@ impl Inbound {
         let mut streams = 0u64;
         loop {
             let next = tokio::select! {
-                next = conn.accept() => next,
+                next = std::future::poll_fn(|cx| {
+                    let next = conn.poll_accept(cx);
+                    match flush.poll_flush(cx) {
+                        std::task::Poll::Ready(Err(e)) => {
+                            tracing::debug!(error = %e, "pooled mesh connection: write failed");
+                            std::task::Poll::Ready(None)
+                        }
+                        _ => next,
+                    }
+                }) => next,
                 _ = drain.signaled(), if !going_away => {
                     conn.graceful_shutdown();
                     going_away = true;

@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::{Outbound, OutboundError};
+use crate::hop::mux::batch::{Batched, FlushHandle, batched};
 use crate::hop::{self, mux::MuxStream};
 use crate::metrics::{ConnHandles, ConnLabels};
 
@@ -217,8 +218,9 @@ impl Outbound {
                 },
             });
         }
+        let (io, flush) = batched(tls);
         let (send, connection) = hop::mux::client_builder()
-            .handshake::<_, Bytes>(tls)
+            .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| OutboundError::Stream { addr, source: e })?;
         let conn = Arc::new(Conn {
@@ -240,6 +242,7 @@ impl Outbound {
         tokio::spawn(drive(
             self.settings.pool_idle_timeout,
             connection,
+            flush,
             Arc::downgrade(&conn),
             key,
             Arc::downgrade(&self.pool.slots),
@@ -291,7 +294,8 @@ impl Outbound {
 /// `idle_timeout`, and forgets its key when nothing else uses it.
 async fn drive(
     idle_timeout: Duration,
-    mut connection: h2::client::Connection<TlsStream<TcpStream>, Bytes>,
+    mut connection: h2::client::Connection<Batched<TlsStream<TcpStream>>, Bytes>,
+    mut flush: FlushHandle<TlsStream<TcpStream>>,
     conn: Weak<Conn>,
     key: Key,
     slots: Weak<Mutex<HashMap<Key, Arc<Slot>>>>,
@@ -308,7 +312,14 @@ async fn drive(
     let mut unanswered: Option<Instant> = None;
     loop {
         tokio::select! {
-            r = &mut connection => {
+            // Each turn of h2 queues frames; one flush sends them all (`hop::mux::batch`).
+            r = std::future::poll_fn(|cx| {
+                let r = connection.as_mut().poll(cx).map_err(|e| e.to_string());
+                match flush.poll_flush(cx) {
+                    std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e.to_string())),
+                    _ => r,
+                }
+            }) => {
                 if let Err(e) = r {
                     tracing::debug!(addr = %key.addr, error = %e, "pooled mesh connection ended with an error");
                 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::StatusCode;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
@@ -132,14 +132,16 @@ async fn from_app(
     let mut want = FIRST_READ;
     let mut total = 0u64;
     loop {
+        // No buffer until there is something to read.
         ar.readable().await.map_err(|e| (total, e))?;
         if buf.capacity() - buf.len() < want {
             buf.reserve(want);
         }
-        let n = match ar.try_read_buf(&mut (&mut buf).limit(want)) {
+        // `read_buf` (not `try_read_buf`): tokio treats a short read as "drained" and
+        // waits for the next readiness, saving a read that would only say EAGAIN.
+        let n = match ar.read_buf(&mut (&mut buf).limit(want)).await {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err((total, e)),
         };
         if n == want {
