@@ -518,11 +518,18 @@ mod e2e {
         .unwrap_or_else(|| panic!("the DENY resource never took effect\napi:\n{}", api.log()));
         let listed = cp.ctl_ok(&["list"]).unwrap();
         assert!(listed.contains("k8s/default/deny-web"), "{listed}");
-        assert!(
-            api.log().contains("k8s/default/deny-web"),
-            "api's proxy names the resource's policy in its denial:\n{}",
-            api.log()
-        );
+        // The first failed echo may be a connection cut by the policy change itself;
+        // keep dialling until a denial names the resource's policy.
+        wait_for(Duration::from_secs(20), || {
+            let _ = echoes(upstream);
+            api.log().contains("k8s/default/deny-web").then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "api's proxy names the resource's policy in its denial:\n{}",
+                api.log()
+            )
+        });
         let audit = cp.ctl_ok(&["audit"]).unwrap();
         assert!(
             audit
@@ -684,7 +691,10 @@ mod e2e {
             (!echoes(upstream)).then_some(())
         })
         .expect("web refuses api's proxy behind a ClusterIP of other's");
+        // Keep dialling: the first refusal may come from the moment between the two
+        // changes, when no meshed pod backed the Service and it had no entry at all.
         wait_for(Duration::from_secs(20), || {
+            let _ = echoes(upstream);
             web.log()
                 .contains("spiffe://demo.local/ns/default/sa/other")
                 .then_some(())
