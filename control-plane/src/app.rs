@@ -97,7 +97,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(k8s) = K8sTokenAttestor::from_config(&config.trust_domain, &config.k8s)
         .context("setting up service-account attestation")?
     {
-        tracing::info!(mode = k8s.mode(), "kubernetes service-account attestation enabled");
+        tracing::info!(
+            mode = k8s.mode(),
+            "kubernetes service-account attestation enabled"
+        );
         identity_api = identity_api.with_k8s_attestor(Arc::new(k8s));
     }
     // Disconnected workloads stay visible for one certificate lifetime: long enough to

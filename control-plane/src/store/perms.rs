@@ -6,7 +6,8 @@
 //! a too-open file may already have leaked, and an operator should know.
 //!
 //! One exception, PostgreSQL's rule for its TLS key: a secret *file* owned by root may also
-//! be readable by its group (`0440`, `0640`) when we are not root. Root chose to hand that
+//! be readable by its group (`0440`, `0640`) when we are not root and that group is one of
+//! ours (our effective or a supplementary group). Root chose to hand that
 //! group read access, and it is how a non-root process is given a secret it must not own:
 //! a Kubernetes Secret volume in a pod with an `fsGroup` is `root:<fsGroup>`, mode
 //! `defaultMode | 0440` (the kubelet adds group read, kubernetes/kubernetes#57923), and a
@@ -90,7 +91,8 @@ fn check(path: &Path, dir: bool) -> Result<(), PermissionError> {
     }
     let mode = meta.permissions().mode() & 0o7777;
     let euid = nix::unistd::geteuid().as_raw();
-    if mode & forbidden_bits(dir, meta.uid(), euid) != 0 {
+    let ours = group_is_ours(meta.gid());
+    if mode & forbidden_bits(dir, meta.uid(), euid, ours) != 0 {
         return Err(PermissionError::TooOpen {
             path: path.to_path_buf(),
             mode,
@@ -100,10 +102,18 @@ fn check(path: &Path, dir: bool) -> Result<(), PermissionError> {
     Ok(())
 }
 
+/// Whether `gid` is our effective group or one of our supplementary groups (the
+/// `fsGroup` case): only then does group read hand the file to us rather than to others.
+fn group_is_ours(gid: u32) -> bool {
+    let gid = nix::unistd::Gid::from_raw(gid);
+    gid == nix::unistd::getegid() || nix::unistd::getgroups().is_ok_and(|g| g.contains(&gid))
+}
+
 /// The permission bits that must be clear on a secret file or directory owned by
-/// `owner`, checked by a process whose effective uid is `euid`.
-fn forbidden_bits(dir: bool, owner: u32, euid: u32) -> u32 {
-    if !dir && owner == 0 && euid != 0 {
+/// `owner`, checked by a process whose effective uid is `euid`; `group_ours` says whether
+/// the file's group is one of the process's groups.
+fn forbidden_bits(dir: bool, owner: u32, euid: u32, group_ours: bool) -> u32 {
+    if !dir && owner == 0 && euid != 0 && group_ours {
         FORBIDDEN & !GROUP_READ
     } else {
         FORBIDDEN
@@ -137,7 +147,14 @@ mod tests {
 
     /// Whether `mode` passes for a file or directory owned by `owner`, read by `euid`.
     fn ok(dir: bool, mode: u32, owner: u32, euid: u32) -> bool {
-        mode & forbidden_bits(dir, owner, euid) == 0
+        mode & forbidden_bits(dir, owner, euid, true) == 0
+    }
+
+    #[test]
+    fn group_read_is_refused_when_the_group_is_not_ours() {
+        // root:users 0640: every member of `users` could read the key.
+        assert_eq!(0o640 & forbidden_bits(false, 0, 65532, false), 0o040);
+        assert_eq!(0o440 & forbidden_bits(false, 0, 65532, true), 0);
     }
 
     #[test]

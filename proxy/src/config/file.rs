@@ -315,7 +315,10 @@ impl FileConfig {
             ("limits.connect_timeout", self.limits.connect_timeout),
             ("limits.handshake_timeout", self.limits.handshake_timeout),
             ("limits.detect_timeout", self.limits.detect_timeout),
-            ("outbound.pool_idle_timeout", self.outbound.pool_idle_timeout),
+            (
+                "outbound.pool_idle_timeout",
+                self.outbound.pool_idle_timeout,
+            ),
         ] {
             if d.is_zero() {
                 return Err((name.into(), "must be greater than 0".into()));
