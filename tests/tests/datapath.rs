@@ -86,7 +86,8 @@ fn application_connections_share_one_pooled_mesh_connection() {
             msg.as_bytes()
         );
     }
-    let handles: Vec<_> = (0..16)
+    // Fewer than a pooled connection's stream limit (16), so one connection carries all.
+    let handles: Vec<_> = (0..12)
         .map(|i| {
             let up = m.upstream;
             std::thread::spawn(move || {
@@ -99,7 +100,7 @@ fn application_connections_share_one_pooled_mesh_connection() {
     for h in handles {
         h.join().unwrap();
     }
-    // 36 application connections, each authorized and counted on its own, over a single
+    // 32 application connections, each authorized and counted on its own, over a single
     // mTLS handshake (ALPN ferrule/2) between the two proxies.
     let peer = format!("direction=\"inbound\",peer=\"{WEB}\",tls=\"mtls\"");
     let closed = wait_for(Duration::from_secs(5), || {
@@ -108,7 +109,7 @@ fn application_connections_share_one_pooled_mesh_connection() {
             &t,
             &format!("ferrule_proxy_connections_closed_total{{{peer}}}"),
         )?;
-        (v >= 36.0).then_some(t)
+        (v >= 32.0).then_some(t)
     });
     let api = closed.unwrap_or_else(|| m.api.admin_get("/metrics").unwrap().1);
     assert_eq!(
@@ -116,7 +117,7 @@ fn application_connections_share_one_pooled_mesh_connection() {
             &api,
             &format!("ferrule_proxy_connections_opened_total{{{peer}}}")
         ),
-        Some(36.0),
+        Some(32.0),
         "{api}"
     );
     assert_eq!(

@@ -14,8 +14,8 @@
 //! ```
 //!
 //! * **Backpressure** is HTTP/2 flow control per stream ([`STREAM_WINDOW`]) and per
-//!   connection ([`CONNECTION_WINDOW`]): a slow application slows its own stream only,
-//!   and a proxy buffers at most a window per stream.
+//!   connection ([`CONNECTION_WINDOW`], the sum of [`MAX_STREAMS`] stream windows): a slow
+//!   application slows its own stream only, and a proxy buffers at most a window per stream.
 //! * **Half-close and aborts** map one to one: an application's FIN becomes END_STREAM
 //!   and the other proxy shuts down the write side of its socket; an error on either
 //!   side resets the stream, which the other side reports as an error, never as a clean
@@ -50,10 +50,13 @@ use super::HopError;
 
 /// Receive window per stream: what one application connection may have in flight.
 pub const STREAM_WINDOW: u32 = 2 << 20;
-/// Receive window per connection, shared by its streams.
-pub const CONNECTION_WINDOW: u32 = 16 << 20;
-/// Concurrent streams a server accepts on one connection.
-pub const MAX_STREAMS: u32 = 1024;
+/// Concurrent streams a server accepts on one connection (and a client opens on one).
+pub const MAX_STREAMS: u32 = 16;
+/// Receive window per connection, shared by its streams: the sum of every stream's window,
+/// so streams whose applications stop reading can never use up the connection's window
+/// and stall the other streams (head-of-line blocking; a deadlock if an application waits
+/// on one stream before draining another).
+pub const CONNECTION_WINDOW: u32 = STREAM_WINDOW * MAX_STREAMS;
 /// Longest request header block a server accepts (a CONNECT needs a few dozen bytes).
 pub const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// Largest DATA frame either side accepts (SETTINGS_MAX_FRAME_SIZE).

@@ -40,7 +40,9 @@ use crate::metrics::{ConnHandles, ConnLabels};
 
 /// Streams per pooled connection before another connection is opened (each connection is
 /// served by one task, so several spread the work over the runtime's workers).
-pub const STREAMS_PER_CONNECTION: usize = 100;
+/// As many as the server accepts ([`MAX_STREAMS`](crate::hop::mux::MAX_STREAMS)), whose
+/// connection window covers every stream's window.
+pub const STREAMS_PER_CONNECTION: usize = crate::hop::mux::MAX_STREAMS as usize;
 /// How long a server that answered `ferrule/1` is dialled per connection before
 /// `ferrule/2` is offered to it again.
 pub const V1_RETRY: Duration = Duration::from_secs(60);
