@@ -209,8 +209,14 @@ fn http2_rapid_reset_is_cut_off_and_the_proxy_keeps_serving() {
     let sent = report["streams_sent"].as_u64().unwrap();
     // hyper/h2 answers a peer that keeps resetting streams before they are served with
     // GOAWAY ENHANCE_YOUR_CALM (0xb) and closes: the attacker is cut off long before its
-    // 20,000 streams are through.
-    assert_eq!(report["goaway"]["error_code"], 0xb, "{report}");
+    // 20,000 streams are through. On a loaded machine the GOAWAY can be lost to the reset
+    // of the closing connection (as in the CONTINUATION test): then the close is the proof.
+    let calm = report["goaway"]["error_code"] == 0xb;
+    let closed = report["closed_by_server"] == true;
+    assert!(
+        calm || closed,
+        "neither GOAWAY ENHANCE_YOUR_CALM nor a close: {report}"
+    );
     assert!(sent < 20_000, "all 20,000 streams went through: {report}");
     assert_logged(&l7.m.api, "protocol_error");
     assert_recovered(&mut l7, before, "rapid reset");
