@@ -7,16 +7,17 @@
 //! the same instant, 64 system calls and 64 loopback deliveries. [`Batched`] sits
 //! between h2 and the TLS stream: a write only encrypts into rustls's outgoing buffer,
 //! and a flush does nothing; the connection's task calls [`FlushHandle::poll_flush`]
-//! after each time it polled h2. When records are queued, that yields once (the other
-//! runnable tasks, e.g. streams with more data, run and wake h2 again), then sends
-//! everything queued at once.
+//! after each time it polled h2. When records are queued, that yields once (the task
+//! wakes itself and goes to the back of the run queue: the other runnable tasks, e.g.
+//! streams with more data, run and queue their frames), then sends everything queued at
+//! once. (Not `tokio::task::yield_now`, which also polls the I/O driver first: one more
+//! `epoll_wait` per batch.)
 //!
 //! A batch waits for nothing but one turn of the scheduler: the flush runs in the same
 //! task before it sleeps. Memory stays bounded by rustls's buffer limit (64 KiB of
 //! records): a write that finds it full sends what is queued first, and waits for the
 //! socket like any write.
 
-use std::future::Future;
 use std::io::{self, IoSlice, Write};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,8 +59,8 @@ pub struct Batched<T>(Arc<Mutex<T>>);
 /// Sends what the connection queued; held by the connection's task.
 pub struct FlushHandle<T> {
     io: Arc<Mutex<T>>,
-    /// The one yield before a flush, while it is pending.
-    yielding: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The task yielded once since records were queued.
+    yielded: bool,
 }
 
 /// Wraps `io`; the handle flushes it.
@@ -69,7 +70,7 @@ pub fn batched<T: TlsIo>(io: T) -> (Batched<T>, FlushHandle<T>) {
         Batched(shared.clone()),
         FlushHandle {
             io: shared,
-            yielding: None,
+            yielded: false,
         },
     )
 }
@@ -84,14 +85,15 @@ impl<T: TlsIo> FlushHandle<T> {
     /// continue).
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !lock(&self.io).wants_write() {
-            self.yielding = None;
+            self.yielded = false;
             return Poll::Ready(Ok(()));
         }
-        let turn = self
-            .yielding
-            .get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
-        ready!(turn.as_mut().poll(cx));
-        self.yielding = None;
+        if !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
         Pin::new(&mut *lock(&self.io)).poll_flush(cx)
     }
 }
