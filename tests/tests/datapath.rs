@@ -398,3 +398,95 @@ fn connection_cap_refuses_extra_connections_with_a_clear_log_line() {
     let again = wait_for(Duration::from_secs(5), || open("four").ok());
     assert!(again.is_some(), "capacity not released");
 }
+
+/// Root rotation under load (prepare → activate → retire) with certificates renewing every
+/// few seconds: every application connection opened meanwhile succeeds, both proxies end
+/// on certificates from the new authority, and the old root leaves their bundles.
+#[test]
+fn root_rotation_under_load_fails_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let m = mesh_with(
+        CpOptions {
+            svid_ttl: "6s".into(),
+            ..Default::default()
+        },
+        Behaviour::Echo,
+        "",
+    );
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&m.cp.ctl_ok(args).unwrap()).unwrap()
+    };
+    let old = json(&["ca", "status", "-o", "json"])["authorities"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = (m.web.serial().unwrap(), m.api.serial().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let load = std::thread::spawn({
+        let (stop, ok, failed, up) = (stop.clone(), ok.clone(), failed.clone(), m.upstream);
+        move || {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match echo_roundtrip(up, b"rotating") {
+                    Ok(b) if b == b"rotating" => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        errors.push(format!("{other:?}"));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        }
+    });
+    let roots = |p: &Proxy| p.identity().ok()?["bundle_roots"].as_u64();
+    let new = json(&["ca", "prepare", "-o", "json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for p in [&m.web, &m.api] {
+        wait_for(Duration::from_secs(15), || (roots(p)? == 2).then_some(()))
+            .unwrap_or_else(|| panic!("new root did not reach a proxy: {}", p.log()));
+    }
+    m.cp.ctl_ok(&["ca", "activate", &new]).unwrap();
+    for p in [&m.web, &m.api] {
+        wait_for(Duration::from_secs(20), || {
+            let certs = json(&["certs", "-o", "json"]);
+            let serial = p.serial()?;
+            let c = certs
+                .as_array()?
+                .iter()
+                .find(|c| c["serial"] == serial.as_str())?;
+            (c["authority"] == new.as_str()).then_some(())
+        })
+        .unwrap_or_else(|| panic!("proxy never renewed from the new authority: {}", p.log()));
+    }
+    // Retire once nothing valid chains to the old root (6 s lifetimes).
+    wait_for(Duration::from_secs(20), || {
+        m.cp.ctl(&["ca", "retire", &old])
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("the old authority could be retired");
+    for p in [&m.web, &m.api] {
+        wait_for(Duration::from_secs(15), || (roots(p)? == 1).then_some(()))
+            .unwrap_or_else(|| panic!("old root not withdrawn from a proxy: {}", p.log()));
+    }
+    // A little more traffic on the rotated mesh, then stop.
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let errors = load.join().unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed: {errors:?}",
+        ok + failed
+    );
+    assert!(ok > 50, "too little load to mean anything: {ok} requests");
+    assert_ne!(m.web.serial().unwrap(), first.0);
+    assert_ne!(m.api.serial().unwrap(), first.1);
+}
