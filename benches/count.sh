@@ -3,7 +3,7 @@
 # comparisons on a busy machine (callgrind counts instructions, not seconds): N new
 # connections, N keep-alive requests, M MiB downloaded, each through a fresh pair whose proxies
 # run under valgrind --tool=callgrind (counters zeroed after start-up and a warm-up).
-#   benches/count.sh        COUNT_SCENARIOS="conn req bulk" COUNT_CONN_N=200 COUNT_REQ_N=10000 COUNT_BULK_MIB=64
+#   benches/count.sh        COUNT_SCENARIOS="conn req bulk upload" COUNT_CONN_N=200 COUNT_REQ_N=10000 COUNT_BULK_MIB=64
 #   COUNT_TOOL=cpu benches/count.sh    same fixed work, larger, without valgrind: CPU time of the
 #                                      proxies from /proc, user and kernel (µs per unit)
 # Needs built release binaries (benches/run.sh builds them; or

@@ -66,7 +66,7 @@ BODY_1K=$(head -c 1024 /dev/zero | tr '\0' 'x'); export BODY_1K
 LOAD_BIN=$BIN_DIR/ferrule-bench-load
 NEEDED=("$OHA_BIN" "$WRK_BIN" "$IPERF3_BIN" "$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$HOLD_BIN" "$CERTIFY_BIN" openssl curl ss perl "$PY")
 # count.sh needs only nginx, the Ferrule binaries, the fixed-work load tool and valgrind.
-[[ ${FERRULE_COUNT:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$LOAD_BIN" valgrind callgrind_control openssl curl ss perl "$PY")
+[[ ${FERRULE_COUNT:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$LOAD_BIN" "$IPERF3_BIN" valgrind callgrind_control openssl curl ss perl "$PY")
 for b in "${NEEDED[@]}"; do
   command -v "$b" >/dev/null || die "missing tool: $b (run benches/run.sh, which installs and builds everything)"
 done
@@ -210,7 +210,7 @@ diag_emit() { # CONFIG PREFIX "BEFORE" "AFTER" UNITS UNIT-NAME
 
 # ---------------------------------------------------------------- one config (mirrors the shared run_config)
 run_ferrule_config() { # CONFIG
-  local c=$1 r p d0 d1 n h0 h1 f0 f1
+  local c=$1 r p d0 d1 n h0 h1 k0 k1 f0 f1
   log "=== config $c (run $RUN_ID) ==="
   start_ferrule "$c"
   ferrule_sanity_check "$c"
@@ -221,12 +221,18 @@ run_ferrule_config() { # CONFIG
   d0=$(diag_snap); test_wrk "$c"; d1=$(diag_snap)
   n=$(awk '/requests in/{print $1; exit}' "$WORK/out/$c-wrk.txt"); diag_emit "$c" wrk "$d0" "$d1" "${n:-0}" req
   h0=$(metric_sum "$P_F_IN_ADMIN" '^ferrule_proxy_connections_opened_total\{direction="inbound"')
+  k0=$(metric_sum "$P_F_IN_ADMIN" '^ferrule_proxy_mesh_handshakes_total\{direction="inbound"')
   f0=$(metric_sum "$P_F_IN_ADMIN" '^ferrule_proxy_connection_failures_total')
   d0=$(diag_snap); test_connrate "$c"; d1=$(diag_snap)
   h1=$(metric_sum "$P_F_IN_ADMIN" '^ferrule_proxy_connections_opened_total\{direction="inbound"')
+  k1=$(metric_sum "$P_F_IN_ADMIN" '^ferrule_proxy_mesh_handshakes_total\{direction="inbound"')
   f1=$(metric_sum "$P_F_IN_ADMIN" '^ferrule_proxy_connection_failures_total')
-  emit "$c" "conn.mesh_handshakes" "$((h1 - h0))" count   # every one a full handshake: Ferrule has no resumption
+  # Full handshakes (Ferrule has no resumption). With pooling (ALPN ferrule/2) application
+  # connections are streams on a pooled mesh connection: far fewer handshakes than
+  # connections; `conn.mesh_connections` counts the application connections carried.
+  emit "$c" "conn.mesh_handshakes" "$((k1 - k0))" count
   emit "$c" "conn.mesh_resumed" 0 count
+  emit "$c" "conn.mesh_connections" "$((h1 - h0))" count
   ((f1 == f0)) || emit "$c" "conn.mesh_failures" "$((f1 - f0))" count
   diag_emit "$c" conn "$d0" "$d1" "$((h1 - h0))" conn
   for p in $IPERF_STREAMS; do test_iperf "$c" "$p"; done
@@ -244,9 +250,11 @@ run_idle() { # memory per idle established connection through a fresh pair
   local c=ferrule-idle k v unit n counts="" lim maxn
   # Each proxy needs 2 fds per relayed connection. Without CAP_SYS_RESOURCE the hard fd limit
   # cannot be raised; counts above what it allows are lowered (and the limit is recorded).
-  lim=$(ulimit -n); maxn=$(( (lim - 200) / 2 / 100 * 100 ))
+  # The proxy itself caps each direction at about (RLIMIT_NOFILE - 64) / 4 connections (two
+  # directions, two descriptors each: proxy/src/descriptors.rs); stay under that.
+  lim=$(ulimit -n); maxn=$(( (lim - 200) / 4 / 100 * 100 ))
   for n in $IDLE_COUNTS; do
-    if ((n > maxn)); then log "fd limit $lim: $n idle connections need $((2 * n)) fds per proxy; using $maxn"; n=$maxn; fi
+    if ((n > maxn)); then log "fd limit $lim: the proxies cap a direction at ~$(( (lim - 64) / 4 )) connections; using $maxn instead of $n"; n=$maxn; fi
     counts+="${counts:+,}$n"
   done
   emit "$c" "idle.fd_limit" "$lim" count
@@ -367,7 +375,7 @@ run_profile() {
       wrk|http) timeout $((secs + 30)) "$WRK_BIN" -t1 -c16 -d"${secs}s" "http://127.0.0.1:$FRONT_HTTP/" > "$out/$pass.$sc-load.txt" 2>&1 || true
            units=$(awk '/requests in/{print $1; exit}' "$out/$pass.$sc-load.txt") ;;
       conn) timeout $((secs + 30)) "$OHA_BIN" --no-tui -z "${secs}s" -c 8 --disable-keepalive "http://127.0.0.1:$FRONT_HTTP/" > "$out/$pass.$sc-load.txt" 2>&1 || true
-           units=$(( $(metric_sum "$P_F_IN_ADMIN" '^ferrule_proxy_connections_opened_total\{direction="inbound"') - h0 )) ;;  # handshakes
+           units=$(( $(metric_sum "$P_F_IN_ADMIN" '^ferrule_proxy_connections_opened_total\{direction="inbound"') - h0 )) ;;  # application connections (each a handshake without pooling)
       bulk) start_bg iperf3-srv "$WORK/logs/iperf3-srv.log" "$IPERF3_BIN" -s -1 -p "$P_UP_IPERF" --idle-timeout 60
            wait_port "$P_UP_IPERF"
            timeout $((secs + 30)) "$IPERF3_BIN" -c 127.0.0.1 -p "$FRONT_BULK" -t "$secs" > "$out/$pass.$sc-load.txt" 2>&1 || true
@@ -376,7 +384,7 @@ run_profile() {
     esac
     d1=$(diag_snap)
     log "profile $pass/$sc: load output in $out/$sc-load.txt; utime/stime before/after: $d0 / $d1, units=$units"
-    echo "$pass $sc utime,stime: $d0 -> $d1; units=$units ($(case $sc in conn) echo handshakes;; bulk) echo MiB;; *) echo requests;; esac))" >> "$out/diag.txt"
+    echo "$pass $sc utime,stime: $d0 -> $d1; units=$units ($(case $sc in conn) echo connections;; bulk) echo MiB;; *) echo requests;; esac))" >> "$out/diag.txt"
     ((${#perfpids[@]})) && { wait "${perfpids[@]}" || true; perfpids=(); }
     for n in "${PROXIES[@]}"; do stop_slow "$n"; done
     PROXIES=()
@@ -386,7 +394,7 @@ run_profile() {
         mv "$out/callgrind.$sc.$pid.out" "$out/callgrind.$sc.${pname[$pid]}.out"
         # tools/cgtop.py: self cost by category and function, per unit of work
         $PY tools/cgtop.py "$out/callgrind.$sc.${pname[$pid]}.out" "$units" \
-          "$(case $sc in conn) echo handshake;; bulk) echo MiB;; *) echo request;; esac)" 30 \
+          "$(case $sc in conn) echo connection;; bulk) echo MiB;; *) echo request;; esac)" 30 \
           > "$out/cgtop.$sc.${pname[$pid]}.txt" 2>&1 || true
       done
     elif [[ $pass == perf ]]; then
@@ -418,7 +426,7 @@ run_count() {
   local -A t0=()
   mkdir -p "$out"
   : "${COUNT_TOOL:=callgrind}"
-  : "${COUNT_SCENARIOS:=conn req bulk}"
+  : "${COUNT_SCENARIOS:=conn req bulk upload}"
   if [[ $COUNT_TOOL == cpu ]]; then
     : "${COUNT_CONN_N:=3000}"; : "${COUNT_CONN_C:=16}"; : "${COUNT_REQ_N:=100000}"; : "${COUNT_REQ_C:=64}"; : "${COUNT_BULK_MIB:=1000}"
   fi
@@ -444,10 +452,19 @@ run_count() {
       # requests / the bytes are counted, not connection set-up.
       req)  args=(--mode req --n "$COUNT_REQ_N" --concurrency "$COUNT_REQ_C" --ready-file "$out/ready"); units=$COUNT_REQ_N; uname=request ;;
       bulk) args=(--mode bulk --path /bulk --mib "$COUNT_BULK_MIB" --ready-file "$out/ready"); units=$COUNT_BULK_MIB; uname=MiB ;;
+      # upload: client -> server (the client proxy encrypts), iperf3 -n through the bulk port
+      # (its control connection and the data connection's set-up are counted too: small).
+      upload) units=$COUNT_BULK_MIB; uname=MiB
+        start_bg iperf3-srv "$WORK/logs/iperf3-srv.log" "$IPERF3_BIN" -s -1 -p "$P_UP_IPERF" --idle-timeout 300
+        wait_port "$P_UP_IPERF" ;;
     esac
     rm -f "$out/ready"
-    timeout 1200 "$LOAD_BIN" --target "127.0.0.1:$FRONT_HTTP" "${args[@]}" > "$out/load.$sc.txt" 2>&1 & lpid=$!
-    if [[ $sc != conn ]]; then
+    if [[ $sc == upload ]]; then
+      timeout 1200 "$IPERF3_BIN" -c 127.0.0.1 -p "$FRONT_BULK" -n "${COUNT_BULK_MIB}M" > "$out/load.$sc.txt" 2>&1 & lpid=$!
+    else
+      timeout 1200 "$LOAD_BIN" --target "127.0.0.1:$FRONT_HTTP" "${args[@]}" > "$out/load.$sc.txt" 2>&1 & lpid=$!
+    fi
+    if [[ $sc == req || $sc == bulk ]]; then
       for ((n = 0; n < 3000; n++)); do [[ -f $out/ready ]] && break; kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
       [[ -f $out/ready ]] || die "workload $sc did not get ready (see $out/load.$sc.txt)"
     fi
@@ -457,6 +474,7 @@ run_count() {
     done
     rm -f "$out/ready"
     wait "$lpid" || die "workload $sc failed (see $out/load.$sc.txt)"
+    [[ $sc == upload ]] && stop_name iperf3-srv
     sleep 1   # let the last connections close inside the proxies
     if [[ $COUNT_TOOL == cpu ]]; then
       for pid in "${!pname[@]}"; do

@@ -27,6 +27,7 @@ HEADLINE = [
     ("conn.p50_ms", "new-connection request p50 (ms)"),
     ("conn.mesh_handshakes", "mesh handshakes in the conn test"),
     ("conn.mesh_resumed", "… of which resumed"),
+    ("conn.mesh_connections", "application connections carried (Ferrule; pooled: streams)"),
     ("iperf_P1.gbit_s", "iperf3 1 stream (Gbit/s)"), ("iperf_P4.gbit_s", "iperf3 4 streams (Gbit/s)"),
     ("bulk_http.gbit_s", "1 GiB HTTP download (Gbit/s)"),
     ("wrk.pair_cpu_us_per_req", "pair CPU per request, closed loop (µs)"),
