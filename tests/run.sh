@@ -16,8 +16,15 @@ have promtool || need_pkgs+=(prometheus)
 have curl || need_pkgs+=(curl)             # policy.rs: an HTTP/2 client
 have testssl || need_pkgs+=(testssl.sh)    # graders.rs: TLS protocol/cipher enumeration
 have nmap || need_pkgs+=(nmap)             # graders.rs: ssl-enum-ciphers
-have prlimit || need_pkgs+=(util-linux)    # resource_limits.rs: a small descriptor limit
+# prlimit: resource_limits.rs; setpriv: transparent.rs, intercept.rs, kubernetes_files.rs;
+# nsenter: compose.rs.
+{ have prlimit && have setpriv && have nsenter; } || need_pkgs+=(util-linux)
+have kill || need_pkgs+=(procps)           # the harness signals the processes it starts
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv) # tests/ci/python-tools.sh
+# compose.rs drives the real Docker engine where there is one: it also needs Compose.
+if [ "${FERRULE_SKIP_DOCKER_TESTS:-}" != 1 ] && have docker; then
+  docker compose version >/dev/null 2>&1 || have docker-compose || need_pkgs+=(docker-compose)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "tests/run.sh: installing ${need_pkgs[*]}"
@@ -27,6 +34,15 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "tests/run.sh: missing ${need_pkgs[*]} (install them, or run as root on Debian)" >&2
     exit 1
   fi
+fi
+
+# A Docker engine that is installed but not running is started (compose.rs would skip).
+if [ "${FERRULE_SKIP_DOCKER_TESTS:-}" != 1 ] && have docker && [ "$(id -u)" = 0 ] \
+  && ! docker info >/dev/null 2>&1; then
+  echo "tests/run.sh: starting the Docker daemon"
+  service docker start >/dev/null 2>&1 || true
+  for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || echo "tests/run.sh: the Docker daemon did not start; compose.rs will skip" >&2
 fi
 
 # Pinned Python tools (sslyze, h2, slowloris, ...) in a venv; the tests find them here.
