@@ -208,10 +208,6 @@ impl MuxStream {
         self._hold = Some(Box::new(value));
         self
     }
-
-    fn send_stream(&mut self) -> io::Result<&mut h2::SendStream<Bytes>> {
-        self.send.stream()
-    }
 }
 
 /// An HTTP/2 error as an I/O error. A stream reset is an abort, never an end of data.
@@ -220,6 +216,36 @@ fn h2_io(e: h2::Error) -> io::Error {
         return e.into_io().unwrap_or_else(|| io::ErrorKind::Other.into());
     }
     io::Error::new(io::ErrorKind::ConnectionReset, e)
+}
+
+/// The body of a stream's response; a status other than `200` is the server proxy's
+/// refusal (client side).
+fn response_body(resp: Response<h2::RecvStream>) -> io::Result<h2::RecvStream> {
+    if resp.status() != StatusCode::OK {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("the server proxy refused the stream: {}", resp.status()),
+        ));
+    }
+    Ok(resp.into_body())
+}
+
+/// Waits until `send` has flow-control capacity (reserve it first) and returns it.
+fn poll_capacity(
+    send: &mut h2::SendStream<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        let cap = send.capacity();
+        if cap > 0 {
+            return Poll::Ready(Ok(cap));
+        }
+        match ready!(send.poll_capacity(cx)) {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
+            None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
 }
 
 impl AsyncRead for MuxStream {
@@ -239,14 +265,13 @@ impl AsyncRead for MuxStream {
             match &mut this.recv {
                 RecvSide::Response(response) => {
                     let resp = ready!(Pin::new(response).poll(cx)).map_err(h2_io)?;
-                    if resp.status() != StatusCode::OK {
-                        this.recv = RecvSide::Done;
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::ConnectionRefused,
-                            format!("the server proxy refused the stream: {}", resp.status()),
-                        )));
+                    match response_body(resp) {
+                        Ok(body) => this.recv = RecvSide::Open(body),
+                        Err(e) => {
+                            this.recv = RecvSide::Done;
+                            return Poll::Ready(Err(e));
+                        }
                     }
-                    this.recv = RecvSide::Open(resp.into_body());
                 }
                 RecvSide::Open(body) => match ready!(body.poll_data(cx)) {
                     Some(Ok(data)) => {
@@ -275,23 +300,13 @@ impl AsyncWrite for MuxStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let send = self.send_stream()?;
+        let send = self.send.stream()?;
         // Total reservation (not additive); what is not used is given back below.
         send.reserve_capacity(buf.len());
-        loop {
-            let cap = send.capacity();
-            if cap > 0 {
-                let n = cap.min(buf.len());
-                send.send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                    .map_err(h2_io)?;
-                return Poll::Ready(Ok(n));
-            }
-            match ready!(send.poll_capacity(cx)) {
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            }
-        }
+        let n = ready!(poll_capacity(send, cx))?.min(buf.len());
+        send.send_data(Bytes::copy_from_slice(&buf[..n]), false)
+            .map_err(h2_io)?;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

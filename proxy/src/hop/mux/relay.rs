@@ -17,16 +17,14 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
-use super::{MuxStream, RecvSide, SendSide, h2_io};
+use super::{MuxStream, RecvSide, SendSide, h2_io, poll_capacity, response_body};
 use crate::io::Relay;
 use crate::io::copy::{Activity, CopyError, CopyStats, join_directions};
 
@@ -52,18 +50,17 @@ async fn relay(
     idle_timeout: Option<Duration>,
 ) -> Result<CopyStats, CopyError> {
     let MuxStream {
-        send,
+        mut send,
         recv,
         buf,
-        _hold,
+        _hold: hold,
     } = mux;
     let (mut ar, mut aw) = app.split();
     let activity = Activity::new(idle_timeout);
-    let mut send = send;
     let to_app = to_app(recv, buf, &mut aw, &activity);
     let from_app = from_app(&mut ar, &mut send, &activity);
     let r = join_directions(to_app, from_app, &activity).await;
-    drop(_hold);
+    drop(hold);
     r
 }
 
@@ -82,16 +79,7 @@ async fn to_app(
     let mut body = match recv {
         RecvSide::Response(response) => {
             let resp = response.await.map_err(|e| (total, h2_io(e)))?;
-            if resp.status() != StatusCode::OK {
-                return Err((
-                    total,
-                    io::Error::new(
-                        io::ErrorKind::ConnectionRefused,
-                        format!("the server proxy refused the stream: {}", resp.status()),
-                    ),
-                ));
-            }
-            resp.into_body()
+            response_body(resp).map_err(|e| (total, e))?
         }
         RecvSide::Open(body) => body,
         RecvSide::Done => return shutdown(aw, total).await,
@@ -153,7 +141,8 @@ async fn from_app(
         total += n as u64;
         activity.moved();
     }
-    finish(send).map_err(|e| (total, e))?;
+    // END_STREAM (with the `200` first on a server that has not answered yet).
+    send.end().map_err(|e| (total, e))?;
     Ok(total)
 }
 
@@ -163,29 +152,11 @@ async fn send_all(send: &mut SendSide, mut data: Bytes) -> io::Result<()> {
     let stream = send.stream()?;
     while !data.is_empty() {
         stream.reserve_capacity(data.len());
-        let cap = poll_fn(|cx| {
-            loop {
-                let cap = stream.capacity();
-                if cap > 0 {
-                    return Poll::Ready(Ok(cap));
-                }
-                match ready!(stream.poll_capacity(cx)) {
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
-                    None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-                }
-            }
-        })
-        .await?;
+        let cap = poll_fn(|cx| poll_capacity(stream, cx)).await?;
         let part = data.split_to(cap.min(data.len()));
         stream.send_data(part, false).map_err(h2_io)?;
     }
     Ok(())
-}
-
-/// END_STREAM (with the `200` first on a server that has not answered yet).
-fn finish(send: &mut SendSide) -> io::Result<()> {
-    send.end()
 }
 
 #[cfg(test)]
