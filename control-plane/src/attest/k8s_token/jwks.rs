@@ -78,8 +78,17 @@ impl KeySet {
     /// algorithm), EC P-256 (ES256) and P-384 (ES384) keys; each needs a `kid` and, if
     /// present, `use: sig`.
     pub fn from_json(bytes: &[u8]) -> Result<Self, JwksError> {
-        let raw: RawSet =
-            serde_json::from_slice(bytes).map_err(|e| JwksError::Json(e.to_string()))?;
+        let raw = serde_json::from_slice(bytes).map_err(|e| JwksError::Json(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// [`Self::from_json`] for a document already decoded (the API server's answer).
+    pub fn from_value(doc: serde_json::Value) -> Result<Self, JwksError> {
+        let raw = serde_json::from_value(doc).map_err(|e| JwksError::Json(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawSet) -> Result<Self, JwksError> {
         let mut keys = HashMap::new();
         for (i, value) in raw.keys.into_iter().enumerate() {
             match usable_key(value) {
@@ -267,9 +276,7 @@ impl JwksVerifier {
                     .get_json(JWKS_PATH)
                     .await
                     .map_err(K8sTokenError::Unavailable)?;
-                let bytes = serde_json::to_vec(&doc)
-                    .map_err(|e| K8sTokenError::KeysUnavailable(e.to_string()))?;
-                KeySet::from_json(&bytes).map_err(|e| K8sTokenError::KeysUnavailable(e.to_string()))
+                KeySet::from_value(doc).map_err(|e| K8sTokenError::KeysUnavailable(e.to_string()))
             }
         }
     }
