@@ -140,35 +140,36 @@ pub fn meshed_pod(
     {
         return Err(Skip::NotInjected);
     }
-    let spec = pod.spec.clone().unwrap_or_default();
+    let (no_spec, no_status) = (PodSpec::default(), PodStatus::default());
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     if spec.host_network == Some(true) {
         return Err(Skip::HostNetwork);
     }
-    let status = pod.status.clone().unwrap_or_default();
+    let status = pod.status.as_ref().unwrap_or(&no_status);
     if let Some(phase) = status.phase.as_deref()
         && matches!(phase, "Succeeded" | "Failed")
     {
         return Err(Skip::Terminal(phase.to_string()));
     }
-    let mut raw: Vec<String> = status
+    let mut raw: Vec<&str> = status
         .pod_ips
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|p| p.ip)
+        .iter()
+        .flatten()
+        .filter_map(|p| p.ip.as_deref())
         .collect();
     if raw.is_empty()
-        && let Some(ip) = status.pod_ip
+        && let Some(ip) = status.pod_ip.as_deref()
     {
         raw.push(ip);
     }
     let mut addresses: Vec<IpAddr> = Vec::new();
-    for s in raw.iter().filter(|s| !s.is_empty()) {
+    for s in raw.into_iter().filter(|s| !s.is_empty()) {
         let ip = s
             .parse::<IpAddr>()
-            .map_err(|_| Skip::BadAddress(s.clone()))?
+            .map_err(|_| Skip::BadAddress(s.to_string()))?
             .to_canonical();
         if ip.is_unspecified() || ip.is_multicast() {
-            return Err(Skip::BadAddress(s.clone()));
+            return Err(Skip::BadAddress(s.to_string()));
         }
         if !addresses.contains(&ip) {
             addresses.push(ip);
@@ -177,23 +178,22 @@ pub fn meshed_pod(
     if addresses.is_empty() {
         return Err(Skip::NoAddress);
     }
-    let named_ports = named_ports(&spec);
-    let sa = spec
-        .service_account_name
-        .filter(|s| !s.is_empty())
-        .or(spec.service_account.filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "default".to_string());
-    let spiffe_id = identity(trust_domain, &meta.namespace, &sa)?;
+    let sa = [&spec.service_account_name, &spec.service_account]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.is_empty())
+        .map_or("default", String::as_str);
+    let spiffe_id = identity(trust_domain, &meta.namespace, sa)?;
     Ok(KubernetesPod {
         namespace: meta.namespace.clone(),
         name: meta.name.clone(),
         spiffe_id,
-        service: sa,
+        service: sa.to_string(),
         addresses,
         inbound_port,
         created: meta.creation_timestamp.clone(),
         labels: meta.labels.clone(),
-        named_ports,
+        named_ports: named_ports(spec),
     })
 }
 

@@ -81,28 +81,34 @@ pub enum ServiceSkip {
 /// The discovery view of `svc`, or why it has none. Its backing (one identity or not)
 /// is decided by the registry against the pods.
 pub fn cluster_service(svc: &Service) -> Result<KubernetesService, ServiceSkip> {
-    let spec = svc.spec.clone().unwrap_or_default();
+    let no_spec = ServiceSpec::default();
+    let spec = svc.spec.as_ref().unwrap_or(&no_spec);
     if spec.kind.as_deref() == Some("ExternalName") {
         return Err(ServiceSkip::ExternalName);
     }
-    let mut raw = spec.cluster_ips.unwrap_or_default();
+    let mut raw: Vec<&str> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
     if raw.is_empty()
-        && let Some(ip) = spec.cluster_ip
+        && let Some(ip) = spec.cluster_ip.as_deref()
     {
         raw.push(ip);
     }
     raw.retain(|s| !s.is_empty());
-    if raw.iter().any(|s| s == "None") {
+    if raw.contains(&"None") {
         return Err(ServiceSkip::Headless);
     }
     let mut cluster_ips: Vec<IpAddr> = Vec::new();
-    for s in &raw {
+    for s in raw {
         let ip = s
             .parse::<IpAddr>()
-            .map_err(|_| ServiceSkip::BadAddress(s.clone()))?
+            .map_err(|_| ServiceSkip::BadAddress(s.to_string()))?
             .to_canonical();
         if ip.is_unspecified() || ip.is_multicast() {
-            return Err(ServiceSkip::BadAddress(s.clone()));
+            return Err(ServiceSkip::BadAddress(s.to_string()));
         }
         if !cluster_ips.contains(&ip) {
             cluster_ips.push(ip);
@@ -113,7 +119,7 @@ pub fn cluster_service(svc: &Service) -> Result<KubernetesService, ServiceSkip> 
     }
     let mut ports = Vec::new();
     let mut target_ports = BTreeMap::new();
-    for p in spec.ports.unwrap_or_default() {
+    for p in spec.ports.iter().flatten() {
         // Protocol defaults to TCP; UDP and SCTP never reach the mesh.
         if p.protocol.as_deref().is_some_and(|proto| proto != "TCP") {
             continue;
@@ -143,7 +149,7 @@ pub fn cluster_service(svc: &Service) -> Result<KubernetesService, ServiceSkip> 
         namespace: svc.metadata.namespace.clone(),
         name: svc.metadata.name.clone(),
         cluster_ips,
-        selector: spec.selector.unwrap_or_default(),
+        selector: spec.selector.clone().unwrap_or_default(),
         ports,
         target_ports,
     })
