@@ -322,16 +322,7 @@ impl Inbound {
                 tracing::Span::current().record("peer", tracing::field::display(&peer_id));
                 let mut tls = tls;
                 let port = hop::read_header(&mut tls, limits.handshake_timeout).await?;
-                tracing::Span::current().record("port", port);
-                if let Some(orig) = original
-                    && orig.port() != port
-                {
-                    return Err(InboundError::PortMismatch {
-                        hop: port,
-                        original: orig.port(),
-                    });
-                }
-                let (addr, _mode, protocol) = self.target(port, original)?;
+                let (addr, protocol) = self.hop_target(port, original)?;
                 let peer = Peer::Authenticated(peer_id);
                 drop(handshake);
                 let handles = self.conn_handles(&peer, "mtls");
@@ -388,7 +379,7 @@ impl Inbound {
             let _m = self.metrics.open_with(handles);
             if let Err(e) = http::serve(io, ctx).await {
                 let (reason, abuse) = http::error_reason(&*e);
-                let error = http::error_chain(&*e);
+                let error = crate::telemetry::error_chain(&*e);
                 if abuse {
                     tracing::info!(reason, %error, "inbound HTTP connection closed on a client error");
                 } else {
@@ -417,6 +408,27 @@ impl Inbound {
             peer: peer.to_string(),
             tls,
         })
+    }
+
+    /// Where a mesh hop (either version) to application port `port` goes, and its
+    /// protocol. In transparent mode the hop must name the port the connection was
+    /// redirected from.
+    fn hop_target(
+        &self,
+        port: u16,
+        original: Option<SocketAddr>,
+    ) -> Result<(SocketAddr, Protocol), InboundError> {
+        tracing::Span::current().record("port", port);
+        if let Some(orig) = original
+            && orig.port() != port
+        {
+            return Err(InboundError::PortMismatch {
+                hop: port,
+                original: orig.port(),
+            });
+        }
+        let (addr, _mode, protocol) = self.target(port, original)?;
+        Ok((addr, protocol))
     }
 
     /// Where port `port` goes, its mode and protocol.

@@ -153,16 +153,7 @@ impl Inbound {
     ) -> Result<CopyStats, InboundError> {
         let _guard = guard;
         let port = hop::mux::parse_connect(&req)?;
-        tracing::Span::current().record("port", port);
-        if let Some(orig) = original
-            && orig.port() != port
-        {
-            return Err(InboundError::PortMismatch {
-                hop: port,
-                original: orig.port(),
-            });
-        }
-        let (addr, _mode, protocol) = self.target(port, original)?;
+        let (addr, protocol) = self.hop_target(port, original)?;
         let io = MuxStream::server(req.into_body(), respond);
         let peer = Peer::Authenticated(peer.id().clone());
         self.forward(io, peer, port, addr, protocol, handles).await
