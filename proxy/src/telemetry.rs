@@ -45,6 +45,23 @@ pub fn init_logging(json: bool) -> LogLevel {
     }))
 }
 
+/// `error: cause: cause ...`, skipping repeated messages: for logs and messages whose
+/// top-level error alone says too little (hyper's "http2 error", tonic's "transport
+/// error").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 /// Capped exponential backoff with full jitter.
 #[derive(Debug)]
 pub struct Backoff {

@@ -11,6 +11,8 @@ use spiffe::SpiffeId;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::telemetry::error_chain;
+
 /// Time allowed to connect (TCP + TLS) to the control plane.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -28,21 +30,6 @@ pub enum ControlError {
         #[source]
         source: tonic::transport::Error,
     },
-}
-
-/// `error: cause: cause ...`, skipping repeated messages.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let msg = c.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        cur = c.source();
-    }
-    out
 }
 
 /// Creates channels to the control plane.

@@ -146,18 +146,6 @@ pub fn error_reason(e: &(dyn std::error::Error + 'static)) -> (&'static str, boo
     }
 }
 
-/// `e` and its sources, `: `-separated (hyper's own message alone says "http2 error").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 fn status_class(s: StatusCode) -> &'static str {
     match s.as_u16() {
         100..=199 => "1xx",
