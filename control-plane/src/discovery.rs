@@ -107,6 +107,25 @@ struct State {
     pods: kubernetes::Pods,
 }
 
+impl State {
+    /// Who, according to the Kubernetes API, holds `address` against `spiffe_id`: a pod
+    /// of another identity, or a Service (the address is its ClusterIP). Such an address
+    /// can neither be registered nor published from a registration.
+    fn kubernetes_holder(&self, address: IpAddr, spiffe_id: &SpiffeId) -> Option<String> {
+        if let Some(pod) = self.pods.owner(address)
+            && pod.spiffe_id != *spiffe_id
+        {
+            return Some(format!(
+                "{} (Kubernetes pod {}/{})",
+                pod.spiffe_id, pod.namespace, pod.name
+            ));
+        }
+        self.pods
+            .cluster_ip_owner(address)
+            .map(|service| format!("Kubernetes Service {service} (ClusterIP)"))
+    }
+}
+
 impl Registry {
     /// An empty registry keeping disconnected entries for `retention`.
     pub fn new(retention: Duration) -> Self {
@@ -176,16 +195,15 @@ impl Registry {
     }
 
     fn publish(&self, st: &State) {
-        // A registration at an address a pod of another identity owns is hidden: the
-        // Kubernetes API assigned that address, the registration is stale or worse.
+        // A registration at an address a pod of another identity owns, or at a
+        // ClusterIP, is hidden: the Kubernetes API assigned that address, the
+        // registration is stale or worse.
         let mut workloads: Vec<Registration> = st
             .entries
             .values()
             .filter(|e| {
-                st.pods
-                    .owner(e.reg.address)
-                    .is_none_or(|pod| pod.spiffe_id == e.reg.spiffe_id)
-                    && st.pods.cluster_ip_owner(e.reg.address).is_none()
+                st.kubernetes_holder(e.reg.address, &e.reg.spiffe_id)
+                    .is_none()
             })
             .map(|e| e.reg.clone())
             .collect();
@@ -228,23 +246,11 @@ impl Registry {
         }
         validate_service(&reg.service).map_err(RegisterError::Invalid)?;
         let mut st = self.lock();
-        if let Some(pod) = st.pods.owner(reg.address)
-            && pod.spiffe_id != reg.spiffe_id
-        {
+        if let Some(holder) = st.kubernetes_holder(reg.address, &reg.spiffe_id) {
             return Err(RegisterError::AddressTaken {
                 address: reg.address,
                 port: reg.inbound_port,
-                holder: format!(
-                    "{} (Kubernetes pod {}/{})",
-                    pod.spiffe_id, pod.namespace, pod.name
-                ),
-            });
-        }
-        if let Some(service) = st.pods.cluster_ip_owner(reg.address) {
-            return Err(RegisterError::AddressTaken {
-                address: reg.address,
-                port: reg.inbound_port,
-                holder: format!("Kubernetes Service {service} (ClusterIP)"),
+                holder,
             });
         }
         let key = (reg.address, reg.inbound_port);
