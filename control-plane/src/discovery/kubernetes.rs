@@ -179,14 +179,8 @@ impl Registry {
     /// Replaces every Kubernetes pod with `pods` (the complete set after a (re)list)
     /// and marks the view complete. Returns whether the published view changed.
     pub fn replace_kubernetes_pods(&self, pods: Vec<KubernetesPod>) -> bool {
-        let changed = self.change_pods(|p| {
-            let next: BTreeMap<_, _> = pods.into_iter().map(|pod| (pod.key(), pod)).collect();
-            if *p == next {
-                return false;
-            }
-            *p = next;
-            true
-        });
+        let next = pods.into_iter().map(|p| (p.key(), p)).collect();
+        let changed = self.change_kubernetes(|k| replace_all(&mut k.pods, next));
         self.listed(true);
         changed
     }
@@ -194,37 +188,21 @@ impl Registry {
     /// Replaces every Kubernetes Service with `services` (the complete set after a
     /// (re)list). Returns whether the published view changed.
     pub fn replace_kubernetes_services(&self, services: Vec<KubernetesService>) -> bool {
-        let changed = self.change_services(|s| {
-            let next: BTreeMap<_, _> = services.into_iter().map(|s| (s.key(), s)).collect();
-            if *s == next {
-                return false;
-            }
-            *s = next;
-            true
-        });
+        let next = services.into_iter().map(|s| (s.key(), s)).collect();
+        let changed = self.change_kubernetes(|k| replace_all(&mut k.services.services, next));
         self.listed(false);
         changed
     }
 
     /// Adds or updates one Service. Returns whether anything changed.
     pub fn upsert_kubernetes_service(&self, service: KubernetesService) -> bool {
-        self.change_services(|s| {
-            let key = service.key();
-            if s.get(&key) == Some(&service) {
-                return false;
-            }
-            s.insert(key, service);
-            true
-        })
+        self.change_kubernetes(|k| upsert(&mut k.services.services, service.key(), service))
     }
 
     /// Removes one Service (deleted, or no longer with ClusterIPs). Returns whether it
     /// was there.
     pub fn remove_kubernetes_service(&self, namespace: &str, name: &str) -> bool {
-        self.change_services(|s| {
-            s.remove(&(namespace.to_string(), name.to_string()))
-                .is_some()
-        })
+        self.change_kubernetes(|k| remove(&mut k.services.services, namespace, name))
     }
 
     /// The Kubernetes Services with ClusterIPs and their backing.
@@ -244,39 +222,15 @@ impl Registry {
         self.lock().pods.services.counts()
     }
 
-    fn change_services(
-        &self,
-        f: impl FnOnce(&mut BTreeMap<(String, String), KubernetesService>) -> bool,
-    ) -> bool {
-        let mut st = self.lock();
-        if !f(&mut st.pods.services.services) {
-            return false;
-        }
-        st.pods.rebuild();
-        st.version += 1;
-        self.publish(&st);
-        true
-    }
-
     /// Adds or updates one pod. Returns whether anything changed.
     pub fn upsert_kubernetes_pod(&self, pod: KubernetesPod) -> bool {
-        self.change_pods(|p| {
-            let key = pod.key();
-            if p.get(&key) == Some(&pod) {
-                return false;
-            }
-            p.insert(key, pod);
-            true
-        })
+        self.change_kubernetes(|k| upsert(&mut k.pods, pod.key(), pod))
     }
 
     /// Removes one pod (deleted, or no longer meshed, running or addressed). Returns
     /// whether it was there.
     pub fn remove_kubernetes_pod(&self, namespace: &str, name: &str) -> bool {
-        self.change_pods(|p| {
-            p.remove(&(namespace.to_string(), name.to_string()))
-                .is_some()
-        })
+        self.change_kubernetes(|k| remove(&mut k.pods, namespace, name))
     }
 
     /// How many Kubernetes pods are in discovery.
@@ -289,12 +243,11 @@ impl Registry {
         self.lock().pods.pods.values().cloned().collect()
     }
 
-    fn change_pods(
-        &self,
-        f: impl FnOnce(&mut BTreeMap<(String, String), KubernetesPod>) -> bool,
-    ) -> bool {
+    /// Applies `f` to the pods and Services; if it changed anything, derives the IP
+    /// owners and ClusterIP backings again and publishes a new version.
+    fn change_kubernetes(&self, f: impl FnOnce(&mut Pods) -> bool) -> bool {
         let mut st = self.lock();
-        if !f(&mut st.pods.pods) {
+        if !f(&mut st.pods) {
             return false;
         }
         st.pods.rebuild();
@@ -302,6 +255,33 @@ impl Registry {
         self.publish(&st);
         true
     }
+}
+
+/// Pods and Services are kept by (namespace, name).
+type Key = (String, String);
+
+/// `map = next`; whether that changed it.
+fn replace_all<V: PartialEq>(map: &mut BTreeMap<Key, V>, next: BTreeMap<Key, V>) -> bool {
+    if *map == next {
+        return false;
+    }
+    *map = next;
+    true
+}
+
+/// Sets `key` to `value`; whether that changed anything.
+fn upsert<V: PartialEq>(map: &mut BTreeMap<Key, V>, key: Key, value: V) -> bool {
+    if map.get(&key) == Some(&value) {
+        return false;
+    }
+    map.insert(key, value);
+    true
+}
+
+/// Removes `namespace/name`; whether it was there.
+fn remove<V>(map: &mut BTreeMap<Key, V>, namespace: &str, name: &str) -> bool {
+    map.remove(&(namespace.to_string(), name.to_string()))
+        .is_some()
 }
 
 #[cfg(test)]
