@@ -12,16 +12,9 @@
 # $FERRULE_BENCH_STATE/results/count-*/count/. User space only: syscalls are not counted.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-if [[ -z ${PEERS_DIR:-} ]]; then
-  for d in /work/shared/peers "$HERE/../../shared/peers"; do [[ -x $d/run.sh ]] && { PEERS_DIR=$(cd "$d" && pwd); break; }; done
-fi
-export PEERS_DIR
-command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
-: "${FERRULE_BENCH_STATE:=/var/tmp/ferrule-benches}"
-RUN=count-$(date +%Y%m%d-%H%M%S)
-export RESULTS_DIR=$FERRULE_BENCH_STATE/results/$RUN RUN_ID=$RUN FERRULE_COUNT=1 FERRULE_PHYSICAL=0
-export PATH="$PATH:$HOME/.cargo/bin"
-"$HERE/lib/ferrule.sh"
+# shellcheck source=lib/solo.sh
+source "$HERE/lib/solo.sh"
+solo_run count
 if [[ ${COUNT_TOOL:-callgrind} == cpu ]]; then
   printf 'scenario\tproxy\tuser_us/unit\tsys_us/unit\tunits\tcpu_us/unit\n'
 else

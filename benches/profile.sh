@@ -9,17 +9,9 @@
 # Summaries (top functions by self and inclusive cost) are copied to benches/results/profile/.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-if [[ -z ${PEERS_DIR:-} ]]; then
-  for d in /work/shared/peers "$HERE/../../shared/peers"; do [[ -x $d/run.sh ]] && { PEERS_DIR=$(cd "$d" && pwd); break; }; done
-fi
-export PEERS_DIR
-command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
-# Not under /root: nginx workers (www-data) must be able to read the /bulk file.
-: "${FERRULE_BENCH_STATE:=/var/tmp/ferrule-benches}"
-RUN=profile-$(date +%Y%m%d-%H%M%S)
-export RESULTS_DIR=$FERRULE_BENCH_STATE/results/$RUN RUN_ID=$RUN FERRULE_PROFILE=1 FERRULE_PHYSICAL=0
-export PATH="$PATH:$HOME/.cargo/bin"
-"$HERE/lib/ferrule.sh"
+# shellcheck source=lib/solo.sh
+source "$HERE/lib/solo.sh"
+solo_run profile
 mkdir -p "$HERE/results/profile"
 rm -f "$HERE/results/profile/"*.txt
 cp "$RESULTS_DIR"/profile/{cgtop,syscalls}.*.txt "$RESULTS_DIR"/profile/diag.txt "$HERE/results/profile/" 2>/dev/null || true
