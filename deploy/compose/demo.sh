@@ -37,6 +37,8 @@ LABEL=com.docker.compose.project=$PROJECT
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { echo "demo.sh: $*" >&2; exit 1; }
+# shellcheck source=../lib/images.sh
+. "$ROOT/deploy/lib/images.sh"
 
 # --- Docker and Compose -------------------------------------------------------------------
 
@@ -97,18 +99,11 @@ build_binaries() {
   if [ "${FERRULE_COMPOSE_SKIP_BUILD:-0}" = 1 ]; then
     log "using the static binaries in $BIN"
   else
-    log "building static binaries (release, +crt-static, $TRIPLE) in $TARGET_DIR"
-    (cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$TARGET_DIR" \
-      cargo build --release --target $TRIPLE -p ferrule-control-plane -p ferrule-proxy --bins)
+    build_static_binaries "$TARGET_DIR"
   fi
-  local pair b
+  local pair
   for pair in "${IMAGES[@]}"; do
-    b=$BIN/${pair#*:}
-    [ -x "$b" ] || die "$b is missing"
-    # A dynamically linked binary would not start in an empty image: say so here.
-    if command -v file >/dev/null 2>&1 && file -L "$b" | grep -q 'dynamically linked'; then
-      die "$b is dynamically linked; build with RUSTFLAGS='-C target-feature=+crt-static'"
-    fi
+    check_static_binary "$BIN/${pair#*:}"
   done
 }
 
@@ -121,18 +116,9 @@ build_images() {
     # The context holds only the binary and an empty directory (for mount points), so the
     # build sends a few MiB to the daemon, not the repository.
     mkdir -p "$ctx/$name/empty"
-    # Debug info and symbols stay in target/; the image gets the stripped binary.
-    if command -v strip >/dev/null 2>&1; then
-      strip -o "$ctx/$name/$bin" "$BIN/$bin"
-    else
-      cp "$BIN/$bin" "$ctx/$name/$bin"
-    fi
-    # (The legacy builder's deprecation notice is noise here: FROM scratch needs nothing
-    # BuildKit adds.)
-    docker build --quiet --pull=false --label "$LABEL" \
-      -t "$PROJECT/$name:$TAG" -f "$HERE/images/$name.Dockerfile" "$ctx/$name" >/dev/null \
-      2> >(grep -v -e 'legacy builder is deprecated' -e 'Install the buildx' \
-                   -e 'docs.docker.com/go/buildx' -e '^ *$' >&2 || true)
+    stage_binary "$BIN/$bin" "$ctx/$name"
+    docker_build_quiet --label "$LABEL" -t "$PROJECT/$name:$TAG" \
+      -f "$HERE/images/$name.Dockerfile" "$ctx/$name"
   done
   rm -rf "$ctx"
 }

@@ -34,6 +34,8 @@ IMAGES=(
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { echo "build-images.sh: $*" >&2; exit 1; }
+# shellcheck source=../lib/images.sh
+. "$ROOT/deploy/lib/images.sh"
 
 kind_cluster= push=0
 while [ $# -gt 0 ]; do
@@ -49,9 +51,7 @@ command -v docker >/dev/null 2>&1 || die "docker is not installed"
 if [ "${FERRULE_K8S_SKIP_BUILD:-0}" = 1 ]; then
   log "using the static binaries in $BIN"
 else
-  log "building static binaries (release, +crt-static, $TRIPLE) in $TARGET_DIR"
-  (cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$TARGET_DIR" \
-    cargo build --release --target $TRIPLE -p ferrule-control-plane -p ferrule-proxy --bins)
+  build_static_binaries "$TARGET_DIR"
 fi
 
 ctx=$(mktemp -d)
@@ -62,19 +62,11 @@ for entry in "${IMAGES[@]}"; do
   dockerfile=${rest%%:*}; bins=${rest#*:}
   mkdir -p "$ctx/$name/empty"
   for b in $bins; do
-    [ -x "$BIN/$b" ] || die "$BIN/$b is missing"
-    # A dynamically linked binary would not start in an empty image: say so here.
-    if command -v file >/dev/null 2>&1 && file -L "$BIN/$b" | grep -q 'dynamically linked'; then
-      die "$BIN/$b is dynamically linked; build with RUSTFLAGS='-C target-feature=+crt-static'"
-    fi
-    if command -v strip >/dev/null 2>&1; then strip -o "$ctx/$name/$b" "$BIN/$b"; else cp "$BIN/$b" "$ctx/$name/$b"; fi
+    check_static_binary "$BIN/$b"
+    stage_binary "$BIN/$b" "$ctx/$name"
   done
   log "building image $PREFIX/$name:$TAG"
-  # (The legacy builder's deprecation notice is noise here: FROM scratch needs nothing
-  # BuildKit adds.)
-  docker build --quiet --pull=false -t "$PREFIX/$name:$TAG" -f "$dockerfile" "$ctx/$name" >/dev/null \
-    2> >(grep -v -e 'legacy builder is deprecated' -e 'Install the buildx' \
-                 -e 'docs.docker.com/go/buildx' -e '^ *$' >&2 || true)
+  docker_build_quiet -t "$PREFIX/$name:$TAG" -f "$dockerfile" "$ctx/$name"
   built+=("$PREFIX/$name:$TAG")
 done
 
