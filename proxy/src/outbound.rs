@@ -38,7 +38,7 @@ use crate::discovery::Discovery;
 use crate::drain::Drain;
 use crate::hop;
 use crate::io::{CopyStats, Relay};
-use crate::metrics::{ConnLabels, Metrics};
+use crate::metrics::{ConnLabels, ConnMetrics, Metrics};
 
 /// Where an accepted application connection wants to go.
 #[derive(Debug, Clone)]
@@ -276,9 +276,7 @@ impl Outbound {
                                 peer: "unmeshed".into(),
                                 tls: "plaintext",
                             });
-                            let stats = copy(app, server, limits).await;
-                            m.bytes(stats.a_to_b, stats.b_to_a);
-                            Ok(stats)
+                            Ok(copy(app, server, limits, m).await)
                         }
                     };
                 }
@@ -314,10 +312,7 @@ impl Outbound {
             };
             let stats = match hop {
                 pool::Hop::Pooled(stream, handles) => {
-                    let m = self.metrics.open_with(handles);
-                    let stats = copy(app, stream, limits).await;
-                    m.bytes(stats.a_to_b, stats.b_to_a);
-                    stats
+                    copy(app, stream, limits, self.metrics.open_with(handles)).await
                 }
                 pool::Hop::Single(mut tls) => {
                     hop::write_header(&mut tls, port)
@@ -328,9 +323,7 @@ impl Outbound {
                         peer: id.to_string(),
                         tls: "mtls",
                     });
-                    let stats = copy(app, tls, limits).await;
-                    m.bytes(stats.a_to_b, stats.b_to_a);
-                    stats
+                    copy(app, tls, limits, m).await
                 }
             };
             return Ok(stats);
@@ -416,10 +409,11 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outbo
     }
 }
 
-/// Copies between the application's connection and `b` until both finish. When the
-/// copy aborts (a reset, or the mesh hop cut without `close_notify`), the
-/// application's connection is reset too, not closed cleanly ([`crate::io::reset`]).
-async fn copy<B: Relay>(app: TcpStream, b: B, limits: &Limits) -> CopyStats {
+/// Copies between the application's connection and `b` until both finish, and counts
+/// the bytes in `m`. When the copy aborts (a reset, or the mesh hop cut without
+/// `close_notify`), the application's connection is reset too, not closed cleanly
+/// ([`crate::io::reset`]).
+async fn copy<B: Relay>(app: TcpStream, b: B, limits: &Limits, m: ConnMetrics) -> CopyStats {
     let idle = Some(limits.idle_timeout).filter(|d| !d.is_zero());
     let reset = crate::io::ResetHandle::new(&app).ok();
     // `relay` counts from the mesh side (a) to the application (b); here a is the app.
@@ -427,7 +421,7 @@ async fn copy<B: Relay>(app: TcpStream, b: B, limits: &Limits) -> CopyStats {
         a_to_b: s.b_to_a,
         b_to_a: s.a_to_b,
     };
-    match b.relay(app, idle).await {
+    let stats = match b.relay(app, idle).await {
         Ok(s) => swap(s),
         Err(e) => {
             tracing::debug!(error = %e, "outbound copy ended with an error");
@@ -436,7 +430,9 @@ async fn copy<B: Relay>(app: TcpStream, b: B, limits: &Limits) -> CopyStats {
             }
             swap(e.stats())
         }
-    }
+    };
+    m.bytes(stats.a_to_b, stats.b_to_a);
+    stats
 }
 
 fn shuffle<T>(v: &mut [T]) {

@@ -276,8 +276,7 @@ impl Outbound {
         port: u16,
     ) -> Result<Hop, OutboundError> {
         let stream_err = |source| OutboundError::Stream { addr, source };
-        let send = guard.0.send.clone().ready().await.map_err(stream_err)?;
-        let mut send = send;
+        let mut send = guard.0.send.clone().ready().await.map_err(stream_err)?;
         let req =
             hop::mux::connect_request(addr.ip(), port).map_err(|e| OutboundError::Connect {
                 addr,
