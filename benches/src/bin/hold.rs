@@ -226,6 +226,23 @@ async fn phase(
     println!("{key}.established {established}");
     println!("{key}.connect_errors {connect_errors}");
     println!("{key}.open_seconds {open_s:.3}");
+    // RSS growth, RssAnon growth and RSS held (KiB) over the established connections, in
+    // bytes per connection (nothing when none was established).
+    let per_conn = |who: &str, rss_kb: i64, anon_kb: i64, held_kb: i64| {
+        if established == 0 {
+            return;
+        }
+        for (what, kb) in [
+            ("bytes", rss_kb),
+            ("anon_bytes", anon_kb),
+            ("held_bytes", held_kb),
+        ] {
+            println!(
+                "{key}.{what}_per_conn.{who} {:.0}",
+                kb as f64 * 1024.0 / established as f64
+            );
+        }
+    };
     let (mut pair_rss, mut pair_anon, mut pair_held) = (0i64, 0i64, 0i64);
     for (i, name) in args.names.iter().enumerate() {
         let d_rss = after[i].0 as i64 - before[i].0 as i64;
@@ -250,35 +267,9 @@ async fn phase(
             "{key}.fds_added.{name} {}",
             fds[i] as i64 - base_fds[i] as i64
         );
-        if established > 0 {
-            println!(
-                "{key}.bytes_per_conn.{name} {:.0}",
-                d_rss as f64 * 1024.0 / established as f64
-            );
-            println!(
-                "{key}.anon_bytes_per_conn.{name} {:.0}",
-                d_anon as f64 * 1024.0 / established as f64
-            );
-            println!(
-                "{key}.held_bytes_per_conn.{name} {:.0}",
-                held_kb as f64 * 1024.0 / established as f64
-            );
-        }
+        per_conn(name, d_rss, d_anon, held_kb);
     }
-    if established > 0 {
-        println!(
-            "{key}.bytes_per_conn.pair {:.0}",
-            pair_rss as f64 * 1024.0 / established as f64
-        );
-        println!(
-            "{key}.anon_bytes_per_conn.pair {:.0}",
-            pair_anon as f64 * 1024.0 / established as f64
-        );
-        println!(
-            "{key}.held_bytes_per_conn.pair {:.0}",
-            pair_held as f64 * 1024.0 / established as f64
-        );
-    }
+    per_conn("pair", pair_rss, pair_anon, pair_held);
 
     // Close everything and let the proxies notice (their fds go back to the base).
     drop(clients);
