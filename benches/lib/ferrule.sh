@@ -383,7 +383,7 @@ run_profile() {
            units=$(awk '/receiver/{v=$5; u=$6} END{ if (u ~ /GBytes/) v*=1024; print v+0 }' "$out/$pass.$sc-load.txt") ;;  # MiB moved
     esac
     d1=$(diag_snap)
-    log "profile $pass/$sc: load output in $out/$sc-load.txt; utime/stime before/after: $d0 / $d1, units=$units"
+    log "profile $pass/$sc: load output in $out/$pass.$sc-load.txt; utime/stime before/after: $d0 / $d1, units=$units"
     echo "$pass $sc utime,stime: $d0 -> $d1; units=$units ($(case $sc in conn) echo connections;; bulk) echo MiB;; *) echo requests;; esac))" >> "$out/diag.txt"
     ((${#perfpids[@]})) && { wait "${perfpids[@]}" || true; perfpids=(); }
     for n in "${PROXIES[@]}"; do stop_slow "$n"; done

@@ -4,5 +4,7 @@
 //!   control-plane issuance rate, idle-connection memory, micro-benchmarks).
 //! * `src/bin/certify.rs` (`ferrule-bench-certify`): certificates issued per second.
 //! * `src/bin/hold.rs` (`ferrule-bench-hold`): memory per idle established connection.
+//! * `src/bin/load.rs` (`ferrule-bench-load`): a fixed amount of HTTP/1.1 work, for the
+//!   instruction counts of `benches/count.sh`.
 //! * `benches/copy.rs`, `benches/verify.rs`: criterion micro-benchmarks of the copy loop
 //!   and SPIFFE verification.
