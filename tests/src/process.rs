@@ -491,6 +491,22 @@ impl Proxy {
         self.proc.as_ref().map(|p| p.log()).unwrap_or_default()
     }
 
+    /// The proxy's log so far without the terminal colour codes it writes even to a
+    /// file, so a test can match structured fields such as `reason="expired"`.
+    pub fn plain_log(&self) -> String {
+        strip_ansi(&self.log())
+    }
+
+    /// Waits (at most 5 s) until the proxy's [plain log](Self::plain_log) contains
+    /// `needle` at least `count` times: the proxy logs a refusal just after closing the
+    /// connection, so the client can see the close first.
+    pub fn logged(&self, needle: &str, count: usize) -> bool {
+        wait_for(Duration::from_secs(5), || {
+            (self.plain_log().matches(needle).count() >= count).then_some(())
+        })
+        .is_some()
+    }
+
     /// The process id while it runs (for `/proc/<pid>/status`, `prlimit`).
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().map(|p| p.child.id())
@@ -557,4 +573,22 @@ impl Proxy {
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.proc.as_mut().and_then(|p| p.exited())
     }
+}
+
+/// `text` without ANSI CSI sequences (ESC `[` parameters, then a final letter).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -77,25 +77,6 @@ fn rss_kib(p: &Proxy) -> u64 {
     tools::vm_rss_kib(p.pid().expect("proxy running")).expect("VmRSS")
 }
 
-/// A proxy's log without terminal colour codes.
-fn log(p: &Proxy) -> String {
-    let raw = p.log();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// One HTTP/1.1 request; returns the status code (0 when no response came back) and the
 /// whole response.
 fn http1(addr: SocketAddr, head: &str) -> (u16, String) {
@@ -131,7 +112,7 @@ fn assert_recovered(l7: &mut L7, rss_before: u64, what: &str) {
     assert!(
         m.api.exited().is_none(),
         "[{what}] api's proxy exited:\n{}",
-        log(&m.api)
+        m.api.plain_log()
     );
     assert_eq!(
         m.api.admin_get("/live").map(|r| r.0).ok(),
@@ -152,17 +133,18 @@ fn assert_recovered(l7: &mut L7, rss_before: u64, what: &str) {
         served.is_some(),
         "[{what}] a fresh client was not served: {:?}\n{}",
         get(m.upstream, "/fresh"),
-        log(&m.api)
+        m.api.plain_log()
     );
 }
 
 /// Waits (at most 5 s) until `p` logged an HTTP connection closed with `reason`.
 fn assert_logged(p: &Proxy, reason: &str) {
     let needle = format!("reason=\"{reason}\"");
-    let ok = wait_for(Duration::from_secs(5), || {
-        log(p).contains(&needle).then_some(())
-    });
-    assert!(ok.is_some(), "no {needle} in the log:\n{}", log(p));
+    assert!(
+        p.logged(&needle, 1),
+        "no {needle} in the log:\n{}",
+        p.plain_log()
+    );
 }
 
 /// Runs the HTTP/2 probe against api's mesh listener with the SVID and the hop header
@@ -391,14 +373,11 @@ fn oversized_headers_and_uris_get_a_clean_431_and_a_closed_connection() {
         // No `Connection: close`: the proxy must close by itself (read_to_end returns).
         let (code, text) = http1(l7.m.upstream, head);
         assert_eq!(code, 431, "[{case}] {}", text.lines().next().unwrap_or(""));
-        let ok = wait_for(Duration::from_secs(5), || {
-            (log(&l7.m.api)
-                .matches("reason=\"header_too_large\"")
-                .count()
-                > i)
-                .then_some(())
-        });
-        assert!(ok.is_some(), "[{case}] no log line:\n{}", log(&l7.m.api));
+        assert!(
+            l7.m.api.logged("reason=\"header_too_large\"", i + 1),
+            "[{case}] no log line:\n{}",
+            l7.m.api.plain_log()
+        );
     }
     // The same over HTTP/2: a 100 KiB header against the 64 KiB header-list limit.
     if let Some(report) = h2_probe(&l7, &["request", "--extra-header-bytes", "102400"]) {
@@ -524,7 +503,7 @@ fn stalled_tls_handshakes_time_out_and_are_capped() {
     let mut partial = stalled(l7.m.api_inbound, 1, &hello[..5]);
     assert_eq!(observe(&mut partial[0], Duration::from_secs(10)), (0, true));
 
-    let api = log(&l7.m.api);
+    let api = l7.m.api.plain_log();
     assert!(
         api.matches("reason=\"timeout\"").count() >= 8,
         "stalled handshakes not logged as timeouts:\n{api}"
@@ -549,15 +528,15 @@ fn a_connection_flood_up_to_the_descriptor_limit_leaves_the_proxy_serving() {
     assert!(
         l7.m.api.exited().is_none(),
         "api exited:\n{}",
-        log(&l7.m.api)
+        l7.m.api.plain_log()
     );
     assert_eq!(
         l7.m.api.admin_get("/live").map(|r| r.0).ok(),
         Some(200),
         "/live during the flood:\n{}",
-        log(&l7.m.api)
+        l7.m.api.plain_log()
     );
-    let api = log(&l7.m.api);
+    let api = l7.m.api.plain_log();
     assert!(
         api.contains("connection cap reached"),
         "the flood never reached the connection cap:\n{api}"
@@ -713,7 +692,7 @@ fn log_level_changes_are_refused_from_non_loopback_peers() {
             .ok()?
             .ok()
     })
-    .unwrap_or_else(|| panic!("admin endpoint not up:\n{}", log(&proxy)));
+    .unwrap_or_else(|| panic!("admin endpoint not up:\n{}", proxy.plain_log()));
 
     // (from, to, expected): loopback in either family is accepted (IPv4 arrives as
     // ::ffff:127.0.0.1 on the dual-stack socket); the pod's own veth addresses and
@@ -732,7 +711,12 @@ fn log_level_changes_are_refused_from_non_loopback_peers() {
         ("peer namespace, IPv6", &peer, admin(link.a.v6.into()), 403),
     ];
     for (case, from, to, want) in cases {
-        assert_eq!(put_log_level(from, to), want, "[{case}]\n{}", log(&proxy));
+        assert_eq!(
+            put_log_level(from, to),
+            want,
+            "[{case}]\n{}",
+            proxy.plain_log()
+        );
     }
     // Reading stays possible from the network (metrics scrapers, probes).
     let live = peer

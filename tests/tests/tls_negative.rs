@@ -22,7 +22,7 @@ use ferrule_tests::explicit::{API, Mesh, MeshOptions, WEB, mesh_with};
 use ferrule_tests::pem::{PemIdentity, obtain_pem};
 use ferrule_tests::pki::handle_for;
 use ferrule_tests::process::wait_for;
-use ferrule_tests::{ControlPlane, CpOptions, Proxy};
+use ferrule_tests::{ControlPlane, CpOptions};
 use ferrule_tls::{ClientAuth, IdentityHandle, TlsOptions};
 
 const ROGUE: &str = "spiffe://demo.local/ns/default/sa/rogue";
@@ -51,34 +51,6 @@ fn mesh(cp: CpOptions, api_listen_ip: [u8; 4]) -> Mesh {
 
 fn pem(cp: &ControlPlane, id: &str, dir: &std::path::Path, name: &str) -> PemIdentity {
     rt().block_on(obtain_pem(cp, id, dir, name)).unwrap()
-}
-
-/// A proxy's log without terminal colour codes.
-fn log(p: &Proxy) -> String {
-    let raw = p.log();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Waits (at most 5 s) until `p` has logged `needle` at least `count` times: refusals are
-/// logged just after the connection is closed, so the client may see the close first.
-fn logged(p: &Proxy, needle: &str, count: usize) -> bool {
-    wait_for(Duration::from_secs(5), || {
-        (log(p).matches(needle).count() >= count).then_some(())
-    })
-    .is_some()
 }
 
 /// What a TLS command-line client did.
@@ -270,9 +242,9 @@ fn legacy_versions_weak_parameters_and_missing_client_certs_are_refused() {
         let n = expected_reasons.entry(reason).or_default();
         *n += 1;
         assert!(
-            logged(&m.api, reason, *n),
+            m.api.logged(reason, *n),
             "[{case}] api did not log {reason:?}:\n{}",
-            log(&m.api)
+            m.api.plain_log()
         );
     }
     // Without ALPN ferrule/1 it is not a mesh hop at all.
@@ -355,9 +327,9 @@ fn a_valid_svid_gets_policy_suites_and_reaches_the_app_only_after_a_hop_header()
         run.elapsed
     );
     assert!(
-        logged(&m.api, "reason=\"hop_header\"", 1),
+        m.api.logged("reason=\"hop_header\"", 1),
         "{}",
-        log(&m.api)
+        m.api.plain_log()
     );
 
     // Malformed hop headers: wrong magic, a port that is not the app's, the mesh port.
@@ -376,14 +348,14 @@ fn a_valid_svid_gets_policy_suites_and_reaches_the_app_only_after_a_hop_header()
         assert_refused(case, &run, marker);
     }
     assert!(
-        logged(&m.api, "reason=\"hop_header\"", 2),
+        m.api.logged("reason=\"hop_header\"", 2),
         "{}",
-        log(&m.api)
+        m.api.plain_log()
     );
     assert!(
-        logged(&m.api, "reason=\"undeclared_port\"", 2),
+        m.api.logged("reason=\"undeclared_port\"", 2),
         "{}",
-        log(&m.api)
+        m.api.plain_log()
     );
     assert_eq!(
         m.app.accepted(),
@@ -507,9 +479,9 @@ fn client_certificates_from_another_ca_or_expired_are_refused() {
         assert_refused(case, &run, &marker);
         assert!(run.all().contains("alert unknown ca"), "[{case}] {run:#?}");
         assert!(
-            logged(&m.api, "reason=\"unknown_ca\"", i + 1),
+            m.api.logged("reason=\"unknown_ca\"", i + 1),
             "[{case}] {}",
-            log(&m.api)
+            m.api.plain_log()
         );
     }
 
@@ -537,7 +509,11 @@ fn client_certificates_from_another_ca_or_expired_are_refused() {
     let run = s_client(m.api_inbound, &s, &input(marker), marker);
     assert_refused("expired", &run, marker);
     assert!(run.all().contains("alert certificate expired"), "{run:#?}");
-    assert!(logged(&m.api, "reason=\"expired\"", 1), "{}", log(&m.api));
+    assert!(
+        m.api.logged("reason=\"expired\"", 1),
+        "{}",
+        m.api.plain_log()
+    );
     assert_eq!(m.app.accepted(), 1, "the app saw a refused client");
 }
 
@@ -671,7 +647,11 @@ fn outbound_refuses_an_impostor_with_the_wrong_identity_ca_or_validity() {
             ferrule_tests::pcap::contains(&st.received, b"MARKER-TO-A-GOOD-IMPOSTOR").then_some(())
         });
         let st = impostor.stats.lock().unwrap();
-        assert!(ok.is_some(), "control failed: {st:?}\n{}", log(&m.web));
+        assert!(
+            ok.is_some(),
+            "control failed: {st:?}\n{}",
+            m.web.plain_log()
+        );
         assert!(st.received.starts_with(HOP_8080), "{st:?}");
     }
     let before = impostor.stats.lock().unwrap().handshakes;
@@ -690,9 +670,9 @@ fn outbound_refuses_an_impostor_with_the_wrong_identity_ca_or_validity() {
         let got = call_through_web(&m, &marker);
         assert_eq!(got, Ok(vec![]), "[{case}] the client app got data");
         assert!(
-            logged(&m.web, &format!("reason=\"{reason}\""), 1),
+            m.web.logged(&format!("reason=\"{reason}\""), 1),
             "[{case}] web did not log {reason}:\n{}",
-            log(&m.web)
+            m.web.plain_log()
         );
     }
 
@@ -708,9 +688,9 @@ fn outbound_refuses_an_impostor_with_the_wrong_identity_ca_or_validity() {
     let got = call_through_web(&m, "MARKER-EXPIRED");
     assert_eq!(got, Ok(vec![]), "[expired] the client app got data");
     assert!(
-        logged(&m.web, "reason=\"expired\"", 1),
+        m.web.logged("reason=\"expired\"", 1),
         "web did not log expired:\n{}",
-        log(&m.web)
+        m.web.plain_log()
     );
 
     let st = impostor.stats.lock().unwrap();

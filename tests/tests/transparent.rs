@@ -53,35 +53,6 @@ fn server_yaml(inbound_extra: &str, extra: &str) -> String {
     )
 }
 
-/// A proxy's log without the terminal colour codes it writes even to a file.
-fn log(p: &Proxy) -> String {
-    let raw = p.log();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // CSI: ESC [ parameters, then a final letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Waits (at most 5 s) until the proxy's log contains `needle` `count` times: the
-/// proxy logs a refusal just after closing the connection, so the client can be first.
-fn logged(p: &Proxy, needle: &str, count: usize) -> bool {
-    wait_for(Duration::from_secs(5), || {
-        (log(p).matches(needle).count() >= count).then_some(())
-    })
-    .is_some()
-}
-
 /// Which address family the pods use to reach the control plane (and so which of their
 /// addresses discovery knows).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -155,7 +126,7 @@ impl Pods {
             wait_for(Duration::from_secs(10), || {
                 (p.identity().ok()?["workloads_known"].as_u64()? >= 2).then_some(())
             })
-            .unwrap_or_else(|| panic!("discovery did not converge:\n{}", log(p)));
+            .unwrap_or_else(|| panic!("discovery did not converge:\n{}", p.plain_log()));
         }
     }
 
@@ -381,12 +352,12 @@ fn pod_to_pod_traffic_is_mtls_on_the_wire_and_byte_exact() {
     assert_eq!(app.accepted(), 1);
 
     // B's proxy saw A's identity; A's proxy dialled B's address expecting B's identity.
-    let b_log = log(&pods.b);
+    let b_log = pods.b.plain_log();
     assert!(
         b_log.contains(CLIENT_ID),
         "B's log lacks the peer identity:\n{b_log}"
     );
-    let a_log = log(&pods.a);
+    let a_log = pods.a.plain_log();
     assert!(
         a_log.contains(SERVER_ID),
         "A's log lacks the server identity:\n{a_log}"
@@ -461,9 +432,9 @@ fn plaintext_from_outside_the_mesh_needs_a_permissive_port() {
     }
     assert_eq!((declared.accepted(), undeclared.accepted()), (0, 0));
     assert!(
-        logged(&pods.b, "plaintext_on_strict_port", 1),
+        pods.b.logged("plaintext_on_strict_port", 1),
         "{}",
-        log(&pods.b)
+        pods.b.plain_log()
     );
 
     // Port 8080 permissive, but the mesh default admits only authenticated peers: still
@@ -474,9 +445,9 @@ fn plaintext_from_outside_the_mesh_needs_a_permissive_port() {
     assert!(seen.refused(), "permissive + allow-authenticated: {seen:?}");
     assert_eq!(declared.accepted(), 0);
     assert!(
-        logged(&pods.b, "unauthenticated_by_default", 1),
+        pods.b.logged("unauthenticated_by_default", 1),
         "{}",
-        log(&pods.b)
+        pods.b.plain_log()
     );
 
     // A policy admitting plaintext peers (and mesh peers) to B: plaintext now reaches the
@@ -504,7 +475,7 @@ fn plaintext_from_outside_the_mesh_needs_a_permissive_port() {
     assert!(
         admitted.is_some(),
         "plaintext not admitted on a permissive port with an allowing policy:\n{}",
-        log(&pods.b)
+        pods.b.plain_log()
     );
     assert!(declared.accepted() >= 1);
     let seen = client(&pods.cp_ns, to_undeclared, hello, wait);
@@ -567,7 +538,7 @@ fn loopback_only_apps_and_proxy_ports_are_not_reachable_through_the_mesh() {
         );
     }
     assert_eq!((lo_8081.accepted(), lo_8082.accepted()), (0, 0));
-    assert!(logged(&pods.b, "app_connect", 1), "{}", log(&pods.b));
+    assert!(pods.b.logged("app_connect", 1), "{}", pods.b.plain_log());
 
     // The proxy's own ports, dialled by A's app at B's address, never reach B's admin
     // endpoint nor loop into B's proxy: 15000 and 15001 listen on B's loopback only (the
@@ -582,9 +553,9 @@ fn loopback_only_apps_and_proxy_ports_are_not_reachable_through_the_mesh() {
         );
     }
     assert!(
-        logged(&pods.b, "reason=\"undeclared_port\"", 1),
+        pods.b.logged("reason=\"undeclared_port\"", 1),
         "hop header naming 15006 not refused as an own port:\n{}",
-        log(&pods.b)
+        pods.b.plain_log()
     );
     // From outside any proxy: the default admin (127.0.0.1:15000) is not reachable.
     let seen = client(&pods.cp_ns, SocketAddr::new(b, 15000), get_live, wait);
@@ -624,7 +595,11 @@ fn unmeshed_destinations_are_refused_unless_passthrough() {
     let seen = client(&pods.a_ns, to, b"to the outside", Duration::from_secs(8));
     assert!(seen.refused(), "unmeshed destination with refuse: {seen:?}");
     assert_eq!(outside.accepted(), 0);
-    assert!(logged(&pods.a, "unmeshed_refused", 1), "{}", log(&pods.a));
+    assert!(
+        pods.a.logged("unmeshed_refused", 1),
+        "{}",
+        pods.a.plain_log()
+    );
 
     pods.restart_a(&client_yaml("outbound:\n  unmeshed: passthrough\n"));
     assert_eq!(
@@ -651,9 +626,9 @@ fn dialling_the_outbound_port_directly_is_refused_not_looped() {
         assert!(seen.refused(), "{to}: {seen:?}");
     }
     assert!(
-        logged(&pods.a, "reason=\"loop\"", 2),
+        pods.a.logged("reason=\"loop\"", 2),
         "no loop refusal logged:\n{}",
-        log(&pods.a)
+        pods.a.plain_log()
     );
     // Still healthy and still proxying.
     assert!(matches!(pods.a.admin_get("/live"), Ok((200, _))));
@@ -719,11 +694,11 @@ fn a_restarted_proxy_without_discovery_never_sends_plaintext() {
     wait_for(READY, || {
         matches!(pods.a.admin_get("/live"), Ok((200, _))).then_some(())
     })
-    .unwrap_or_else(|| panic!("restarted proxy not live:\n{}", log(&pods.a)));
+    .unwrap_or_else(|| panic!("restarted proxy not live:\n{}", pods.a.plain_log()));
     assert!(!matches!(pods.a.admin_get("/ready"), Ok((200, _))));
     let seen = client(&pods.a_ns, server, unsynced, Duration::from_secs(10));
     assert!(seen.refused(), "unsynced proxy answered: {seen:?}");
-    assert!(logged(&pods.a, "not_synced", 1), "{}", log(&pods.a));
+    assert!(pods.a.logged("not_synced", 1), "{}", pods.a.plain_log());
     assert_eq!(
         app.accepted(),
         1,
@@ -736,7 +711,7 @@ fn a_restarted_proxy_without_discovery_never_sends_plaintext() {
     assert!(
         wait_echo(&pods.a_ns, server, ready, Duration::from_secs(10)),
         "no echo after the restart:\n{}",
-        log(&pods.a)
+        pods.a.plain_log()
     );
     let segs = cap.finish().unwrap();
     assert_tls_only(&segs, server, &[down, unsynced, ready]);
@@ -761,7 +736,7 @@ fn ipv6_reaches_the_default_inbound_listener() {
         got.as_deref().ok(),
         Some(&b"v6 by default"[..]),
         "{got:?}\nA:\n{}",
-        log(&pods.a)
+        pods.a.plain_log()
     );
 }
 
@@ -787,7 +762,7 @@ fn explicit_clients_reach_a_dual_stack_transparent_inbound() {
         got.as_deref().ok(),
         Some(&b"explicit to dual-stack"[..]),
         "{got:?}\nB:\n{}",
-        log(&pods.b)
+        pods.b.plain_log()
     );
 }
 
