@@ -147,22 +147,17 @@ fn assert_logged(p: &Proxy, reason: &str) {
     );
 }
 
-/// Runs the HTTP/2 probe against api's mesh listener with the SVID and the hop header
-/// for port 8080; returns its JSON report.
-fn h2_probe(l7: &L7, args: &[&str]) -> Option<Value> {
+/// Runs `tests/probes/h2_flood.py` with `args` against `addr`, `tls` adding how it
+/// authenticates; returns its JSON report (`None` when the h2 module is missing and
+/// missing tools are skipped).
+fn h2_flood(addr: SocketAddr, args: &[&str], tls: impl FnOnce(&mut Command)) -> Option<Value> {
     let python = tools::python_with(&["h2"])?;
     let mut cmd = Command::new(python);
     cmd.arg(tools::probe("h2_flood.py"))
         .args(args)
         .arg("--addr")
-        .arg(l7.m.api_inbound.to_string())
-        .arg("--cert")
-        .arg(&l7.svid.cert_file)
-        .arg("--key")
-        .arg(&l7.svid.key_file)
-        .arg("--ca")
-        .arg(l7.m.cp.bundle_file())
-        .args(["--hop-port", "8080"]);
+        .arg(addr.to_string());
+    tls(&mut cmd);
     let ran = tools::run(cmd, Duration::from_secs(120));
     assert!(
         !ran.timed_out && ran.output.status.success(),
@@ -170,8 +165,22 @@ fn h2_probe(l7: &L7, args: &[&str]) -> Option<Value> {
     );
     let report: Value = serde_json::from_str(ran.stdout().trim())
         .unwrap_or_else(|e| panic!("h2_flood.py output ({e}): {ran:#?}"));
-    eprintln!("h2_flood.py {args:?}: {report}");
+    eprintln!("h2_flood.py {addr} {args:?}: {report}");
     Some(report)
+}
+
+/// Runs the HTTP/2 probe against api's mesh listener with the SVID and the hop header
+/// for port 8080; returns its JSON report.
+fn h2_probe(l7: &L7, args: &[&str]) -> Option<Value> {
+    h2_flood(l7.m.api_inbound, args, |cmd| {
+        cmd.arg("--cert")
+            .arg(&l7.svid.cert_file)
+            .arg("--key")
+            .arg(&l7.svid.key_file)
+            .arg("--ca")
+            .arg(l7.m.cp.bundle_file())
+            .args(["--hop-port", "8080"]);
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -235,24 +244,9 @@ fn http2_continuation_flood_is_cut_off_and_the_proxy_keeps_serving() {
 /// Runs the HTTP/2 probe over TLS with ALPN h2 and no client certificate (anyone who can
 /// reach the port), against a control-plane listener; returns its JSON report.
 fn h2_probe_anonymous(addr: SocketAddr, bundle: &std::path::Path, args: &[&str]) -> Option<Value> {
-    let python = tools::python_with(&["h2"])?;
-    let mut cmd = Command::new(python);
-    cmd.arg(tools::probe("h2_flood.py"))
-        .args(args)
-        .arg("--addr")
-        .arg(addr.to_string())
-        .arg("--ca")
-        .arg(bundle)
-        .args(["--alpn", "h2"]);
-    let ran = tools::run(cmd, Duration::from_secs(120));
-    assert!(
-        !ran.timed_out && ran.output.status.success(),
-        "h2_flood.py {args:?}: {ran:#?}"
-    );
-    let report: Value = serde_json::from_str(ran.stdout().trim())
-        .unwrap_or_else(|e| panic!("h2_flood.py output ({e}): {ran:#?}"));
-    eprintln!("h2_flood.py {addr} {args:?}: {report}");
-    Some(report)
+    h2_flood(addr, args, |cmd| {
+        cmd.arg("--ca").arg(bundle).args(["--alpn", "h2"]);
+    })
 }
 
 #[test]
