@@ -612,6 +612,18 @@ mod e2e {
                 json!([{"name": "http", "containerPort": port, "protocol": "TCP"}]);
             p
         };
+        // A pod of another service account, labelled so the Service selects it.
+        let other_pod = || {
+            let mut other = with_http(pod(
+                "default",
+                "other-0",
+                "other",
+                "Running",
+                &["127.0.0.4"],
+            ));
+            other["metadata"]["labels"] = json!({"app": "api"});
+            other
+        };
         let api_pod = pod("default", "api-0", "api", "Running", &["127.0.0.2"]);
         fake.apply(PODS, api_pod.clone());
         assert!(!echoes(upstream), "no Service yet");
@@ -653,15 +665,7 @@ mod e2e {
 
         // A pod of another service account behind the Service: no single identity to
         // expect, so the ClusterIP leaves discovery.
-        let mut other = with_http(pod(
-            "default",
-            "other-0",
-            "other",
-            "Running",
-            &["127.0.0.4"],
-        ));
-        other["metadata"]["labels"] = json!({"app": "api"});
-        fake.apply(PODS, other);
+        fake.apply(PODS, other_pod());
         wait_for(Duration::from_secs(20), || {
             (!echoes(upstream)).then_some(())
         })
@@ -678,15 +682,7 @@ mod e2e {
         // Only the other service account behind it: web now requires `other`, which
         // api's proxy cannot prove.
         fake.delete(PODS, "default", "api-0");
-        let mut other = with_http(pod(
-            "default",
-            "other-0",
-            "other",
-            "Running",
-            &["127.0.0.4"],
-        ));
-        other["metadata"]["labels"] = json!({"app": "api"});
-        fake.apply(PODS, other);
+        fake.apply(PODS, other_pod());
         wait_for(Duration::from_secs(20), || {
             (!echoes(upstream)).then_some(())
         })
