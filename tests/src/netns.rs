@@ -65,8 +65,10 @@ pub fn have(program: &str) -> bool {
     which(program).is_some()
 }
 
-/// Returns from the calling test, printing why, when namespaces (or the listed
-/// programs) are unavailable.
+/// Returns from the calling test, printing why, when namespaces are unavailable (not
+/// root, no `ip netns`). A listed program that is missing fails the test like any
+/// missing tool ([`crate::tools::system_tool`]), or skips it with
+/// `FERRULE_SKIP_GRADERS=1`.
 #[macro_export]
 macro_rules! require_netns {
     ($($program:expr),* $(,)?) => {
@@ -75,8 +77,9 @@ macro_rules! require_netns {
             return;
         }
         $(
-            if !$crate::netns::have($program) {
-                eprintln!("SKIPPED: `{}` is not installed", $program);
+            if $crate::tools::system_tool($program, $crate::tools::debian_package($program))
+                .is_none()
+            {
                 return;
             }
         )*

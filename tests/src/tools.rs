@@ -94,6 +94,19 @@ pub fn system_tool(program: &str, package: &str) -> Option<PathBuf> {
     }
 }
 
+/// The Debian package that ships `program`, for the install hint of a missing tool
+/// (the packages `tests/run.sh` installs).
+pub fn debian_package(program: &str) -> &str {
+    match program {
+        "nft" => "nftables",
+        "setpriv" | "prlimit" | "nsenter" => "util-linux",
+        "gnutls-cli" => "gnutls-bin",
+        "testssl" => "testssl.sh",
+        p if p.starts_with("iptables") || p.starts_with("ip6tables") => "iptables",
+        p => p,
+    }
+}
+
 /// A probe script shipped in `tests/probes/`.
 pub fn probe(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

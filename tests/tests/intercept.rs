@@ -268,11 +268,13 @@ fn nft_backend_installs_the_documented_rules_idempotently() {
 
 #[test]
 fn iptables_backend_installs_the_documented_rules_idempotently() {
-    require_netns!("nft");
-    if !have_iptables() {
-        eprintln!("SKIPPED: iptables tools are not installed");
-        return;
-    }
+    require_netns!(
+        "nft",
+        "iptables-save",
+        "iptables-restore",
+        "ip6tables-save",
+        "ip6tables-restore"
+    );
     let ns = NetNs::new("ipt").unwrap();
     let mut args = RULE_FLAGS.to_vec();
     args.push("--backend=iptables");

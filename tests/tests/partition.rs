@@ -18,21 +18,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ferrule_tests::apps::{AppServer, Behaviour, echo_roundtrip};
-use ferrule_tests::netns::{NetNs, bridge, have, skip_reason};
+use ferrule_tests::netns::{NetNs, bridge};
 use ferrule_tests::process::{free_port, wait_for};
 use ferrule_tests::{ControlPlane, CpOptions, Proxy, ProxyOptions};
 
 const WEB: &str = "spiffe://demo.local/ns/default/sa/web";
 const API: &str = "spiffe://demo.local/ns/default/sa/api";
 const CP_PORT: u16 = 8443;
-
-fn skip() -> bool {
-    let reason = skip_reason().or_else(|| (!have("nft")).then(|| "nft is not installed".into()));
-    if let Some(r) = &reason {
-        eprintln!("skipped: {r}");
-    }
-    reason.is_some()
-}
 
 /// `ferrule_proxy_control_plane_connected` of `p`.
 fn connected(p: &Proxy) -> Option<f64> {
@@ -63,9 +55,7 @@ spec:
 
 #[test]
 fn a_partitioned_control_plane_leaves_the_mesh_serving_and_it_resyncs_after() {
-    if skip() {
-        return;
-    }
+    ferrule_tests::require_netns!("nft");
     let cp_ns = NetNs::new("cp").unwrap();
     let a_ns = NetNs::new("a").unwrap();
     let b_ns = NetNs::new("b").unwrap();
