@@ -176,3 +176,58 @@ fn check_fails_when_the_issuer_expires_within_14_days() {
     .unwrap();
     proxy.wait_ready(Duration::from_secs(20)).unwrap();
 }
+
+/// Sends one raw HTTP/1.1 request to `addr` and returns the status code.
+fn raw_status(addr: std::net::SocketAddr, method: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = String::new();
+    s.read_to_string(&mut head).unwrap();
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The proxy's admin port is read-only (Linkerd CVE-2024-40632: an unauthenticated
+/// shutdown endpoint): every method but GET is refused (PUT only on `/log-level`), no
+/// shutdown-style path exists, and the proxy keeps serving afterwards.
+#[test]
+fn the_admin_port_cannot_shut_the_proxy_down() {
+    let cp = ControlPlane::start(CpOptions::default()).unwrap();
+    let token = cp.create_token(WEB, 1, "5m").unwrap();
+    let p = Proxy::start(
+        &cp,
+        ProxyOptions {
+            token: Some(token),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    p.wait_ready(Duration::from_secs(20)).unwrap();
+    for path in ["/shutdown", "/quitquitquit", "/drain", "/live", "/ready"] {
+        for method in ["POST", "PUT", "DELETE"] {
+            assert_eq!(
+                raw_status(p.admin, method, path),
+                405,
+                "{method} {path} must be refused"
+            );
+        }
+    }
+    for path in [
+        "/shutdown",
+        "/quitquitquit",
+        "/drain_listeners",
+        "/admin/shutdown",
+    ] {
+        assert_eq!(raw_status(p.admin, "GET", path), 404, "GET {path}");
+    }
+    assert_eq!(p.admin_get("/live").unwrap().0, 200);
+    assert_eq!(p.admin_get("/ready").unwrap().0, 200, "{}", p.log());
+}
