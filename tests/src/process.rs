@@ -27,12 +27,46 @@ pub fn bin_path(name: &str) -> PathBuf {
     p
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+/// A free TCP port on 127.0.0.1 for a child process to bind.
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`), handed out
+/// by a process-wide counter: a port the kernel picked for `bind(…:0)` and released at
+/// once can be picked again by another test, or taken as the source port of any outgoing
+/// connection, before the child binds it (CI saw both). Ports outside the ephemeral range
+/// are never assigned implicitly, and the counter never repeats one within a test binary.
+/// The start is spread by PID so test binaries run back to back do not reuse the ports of
+/// children still closing. Each port is checked bindable before it is returned.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static RANGE: OnceLock<(u32, u32)> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let &(low, span) = RANGE.get_or_init(|| {
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32768);
+        let low = 10_000u32;
+        let span = ephemeral_low.saturating_sub(low);
+        NEXT.store((std::process::id() * 7919) % span.max(1), Ordering::Relaxed);
+        (low, span)
+    });
+    if span < 1000 {
+        // No room below the ephemeral range: fall back to a kernel-picked port.
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+    }
+    for _ in 0..span {
+        let port = low + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = u16::try_from(port).expect("port below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{low}..{}", low + span)
 }
 
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
