@@ -55,7 +55,7 @@ if [[ $SKIP_BUILD != 1 ]]; then
   log "building release binaries: RUSTFLAGS='$RUSTFLAGS' cargo build --release --target $TARGET --bins"
   (cd "$ROOT" && cargo build --release --target "$TARGET" --bins) || die "build failed"
   if [[ $MICRO == 1 ]]; then
-    (cd "$ROOT" && cargo bench --target "$TARGET" -p ferrule-benches --bench copy --bench verify --no-run) || die "building the micro-benchmarks failed"
+    (cd "$ROOT" && cargo bench --target "$TARGET" -p ferrule-benches --bench copy --bench verify --bench policy --no-run) || die "building the micro-benchmarks failed"
   fi
 fi
 T_BUILT=$(date +%s)
@@ -78,7 +78,7 @@ steal_emit ferrule "$S0"
 # ---------------------------------------------------------------- 4. micro-benchmarks (criterion)
 if [[ $MICRO == 1 ]]; then
   log "micro-benchmarks: cargo bench -p ferrule-benches (warm-up ${MICRO_WARMUP}s, measurement ${MICRO_SECONDS}s each)"
-  (cd "$ROOT" && timeout 600 cargo bench --target "$TARGET" -p ferrule-benches --bench copy --bench verify -- \
+  (cd "$ROOT" && timeout 600 cargo bench --target "$TARGET" -p ferrule-benches --bench copy --bench verify --bench policy -- \
       --warm-up-time "$MICRO_WARMUP" --measurement-time "$MICRO_SECONDS" --output-format bencher) \
     > "$RESULTS_DIR/micro.txt" 2> "$RESULTS_DIR/micro.err" || log "cargo bench failed (see $RESULTS_DIR/micro.err)"
   # "test copy_bidirectional/current_thread/64KiB ... bench:      52,123 ns/iter (+/- 3,456)"
