@@ -34,7 +34,7 @@ fi
 : "${FERRULE_BENCH_STATE:=/var/tmp/ferrule-benches}"
 : "${PEER_CONFIGS:=direct envoy-tcp}"      # run by the shared harness (add haproxy-tcp, envoy-http, *-nores)
 : "${SKIP_SETUP:=0}"; : "${SKIP_BUILD:=0}"
-: "${MICRO:=1}"; : "${MICRO_WARMUP:=1}"; : "${MICRO_SECONDS:=3}"
+: "${MICRO:=1}"; : "${MICRO_WARMUP:=1}"; : "${MICRO_SECONDS:=2}"
 # On a shared development box other jobs come and go: wait at most 5 s (not 120) per test for
 # the machine to be quiet, then measure anyway and flag the value (foreign_busy_pct, `*`).
 : "${QUIET_MAX_WAIT:=5}"
