@@ -10,3 +10,8 @@
 //!   loop; two chained are the `relay-floor` configuration (a pair's hops, no TLS).
 //! * `benches/copy.rs`, `benches/verify.rs`: criterion micro-benchmarks of the copy loop
 //!   and SPIFFE verification.
+//! * [`control`], [`stats`]: what the load tools share (a proxy's first steps with the
+//!   control plane; percentiles and `/proc` readings).
+
+pub mod control;
+pub mod stats;

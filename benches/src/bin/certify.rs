@@ -26,10 +26,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use ferrule_proto::identity::v1 as pb;
+use ferrule_benches::control::{ControlPlane, certify, key_and_csr, read_tokens};
+use ferrule_benches::stats::percentile_ms;
 use ferrule_proto::identity::v1::identity_client::IdentityClient;
-use ferrule_proxy::control::ControlClient;
-use ferrule_tls::{IdentityHandle, SpiffeId, TrustBundle, TrustDomain};
 
 #[derive(Debug, Parser)]
 #[command(about = "Certificates issued per second (identity API Certify with a join token)")]
@@ -60,12 +59,6 @@ struct Args {
     csrs: usize,
 }
 
-fn make_csr() -> anyhow::Result<Vec<u8>> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let req = rcgen::CertificateParams::default().serialize_request(&key)?;
-    Ok(req.der().to_vec())
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.concurrency == 0 || args.duration <= 0.0 || args.csrs == 0 {
@@ -80,27 +73,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let td = TrustDomain::new(&args.trust_domain)?;
-    let pem = std::fs::read(&args.bundle_file)
-        .with_context(|| format!("reading {}", args.bundle_file.display()))?;
-    let handle = IdentityHandle::new();
-    handle.set_bundle(TrustBundle::from_pem(td.clone(), &pem, 0)?);
-    let cp_id = SpiffeId::from_segments(td, &["ferrule", "control-plane"])?;
-    let client = ControlClient::new(args.control_plane.clone(), &handle, cp_id)?;
-    let tokens: Vec<String> = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading {}", args.token_file.display()))?
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
-    if tokens.is_empty() {
-        bail!("no token in {}", args.token_file.display());
-    }
+    let cp = ControlPlane::new(&args.control_plane, &args.trust_domain, &args.bundle_file)?;
+    let client = cp.client(None)?;
+    let tokens = read_tokens(&args.token_file)?;
     let expected = args.spiffe_id.clone();
 
     let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..args.csrs)
-            .map(|_| make_csr())
+            .map(|_| key_and_csr().map(|(_, csr)| csr))
             .collect::<Result<_, _>>()?,
     );
     let mut channels = Vec::with_capacity(args.concurrency);
@@ -126,7 +106,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 match certify(&mut ch, &csrs[i % csrs.len()], &token, &expected).await {
-                    Ok(()) => lat.push(t.elapsed()),
+                    Ok(_) => lat.push(t.elapsed()),
                     Err(e) => {
                         errors += 1;
                         if errors <= 3 {
@@ -151,13 +131,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     lat.sort();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
-        lat[i].as_secs_f64() * 1e3
-    };
+    let pct = |p: f64| percentile_ms(&lat, p);
     println!("issued {}", lat.len());
     println!("errors {errors}");
     println!("seconds {secs:.3}");
@@ -166,33 +140,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("p99_ms {:.3}", pct(0.99));
     if lat.is_empty() {
         bail!("no certificate issued");
-    }
-    Ok(())
-}
-
-async fn certify(
-    client: &mut IdentityClient<tonic::transport::Channel>,
-    csr: &[u8],
-    token: &str,
-    expected: &str,
-) -> anyhow::Result<()> {
-    let resp = client
-        .certify(pb::CertifyRequest {
-            csr_der: csr.to_vec(),
-            credential: Some(pb::certify_request::Credential::JoinToken(
-                token.to_string(),
-            )),
-            expected_spiffe_id: expected.to_string(),
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("Certify: {:?} {}", s.code(), s.message()))?
-        .into_inner();
-    if resp.leaf_der.is_empty() || resp.spiffe_id != expected {
-        bail!(
-            "unexpected response: spiffe_id {:?}, {} leaf bytes",
-            resp.spiffe_id,
-            resp.leaf_der.len()
-        );
     }
     Ok(())
 }
