@@ -1,8 +1,12 @@
 //! Benchmarks for Ferrule: see `benches/README.md`.
 //!
 //! * `benches/run.sh`: the one-command comparison (direct vs Envoy vs Ferrule pairs,
-//!   control-plane issuance rate, idle-connection memory, micro-benchmarks).
+//!   control-plane issuance rate and policy propagation, idle-connection memory,
+//!   micro-benchmarks).
 //! * `src/bin/certify.rs` (`ferrule-bench-certify`): certificates issued per second.
+//! * `src/bin/propagate.rs` (`ferrule-bench-propagate`): policy propagation time from
+//!   `ApplyPolicies` to 1 … 1,000 connected (simulated) proxies, and to enforcement
+//!   through a real pair.
 //! * `src/bin/hold.rs` (`ferrule-bench-hold`): memory per idle established connection.
 //! * `src/bin/load.rs` (`ferrule-bench-load`): a fixed amount of HTTP/1.1 work, for the
 //!   instruction counts of `benches/count.sh`.
