@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ferrule benchmarks, one command: direct vs Envoy (vs HAProxy) vs Ferrule mTLS pairs in ONE run,
-# measured with the same tools and parameters, plus the control plane's issuance rate, memory per
-# idle connection, the machine's physical limits and criterion micro-benchmarks.
+# measured with the same tools and parameters, plus the control plane's issuance rate and policy
+# propagation time, memory per idle connection, the machine's physical limits and criterion
+# micro-benchmarks.
 #
 #   benches/run.sh                         full run (~11 min of measurement on an idle 2-core box)
 #   PEER_CONFIGS="direct envoy-tcp haproxy-tcp" benches/run.sh     also HAProxy (+~2 min)

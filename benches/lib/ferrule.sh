@@ -5,7 +5,9 @@
 #   ferrule-tcp   pair in explicit mode, opaque port
 #   ferrule-http  same pair with the port declared `protocol: http`
 #   ferrule-idle  memory per idle established connection (1,000 and 10,000 through the pair)
-#   ferrule-cp    certificates issued per second by the control plane (Certify, join tokens)
+#   ferrule-cp    certificates issued per second by the control plane (Certify, join tokens), and
+#                 policy propagation: ApplyPolicies -> enforcement through a real pair, and -> 1 / 100 /
+#                 1,000 connected simulated proxies (FERRULE_PROPAGATE_ONLY=1: only this, ~15 s)
 #   physical      the machine's limits (shared tools/physical.sh: openssl speed, loopback iperf3)
 # Appends rows (run, config, metric, value, unit) to $RESULTS_TSV for $RUN_ID. Called by run.sh.
 # Loopback only. Every load is bounded (duration flags + `timeout`). Only processes started
@@ -41,6 +43,11 @@ source lib/measure.sh
 : "${FERRULE_IDLE:=1}"; : "${IDLE_COUNTS:=1000 10000 10000}"   # waves; a repeated count shows reused memory
 : "${IDLE_LOCAL_COUNTS:=1000 1000}"   # baseline: the copy loop alone, in-process, plain TCP
 : "${FERRULE_CERTIFY:=1}"; : "${CERT_SECONDS:=10}"; : "${CERT_CONCURRENCY:=8}"
+# Policy propagation (ferrule-bench-propagate): rounds of PROPAGATE_CHANGES changes (each round bounded
+# by PROPAGATE_SECONDS) with 1, 100, 1,000 simulated proxies connected; PROPAGATE_CYCLES DENY/undo
+# cycles through a real pair first. A change that misses a proxy for PROPAGATE_TIMEOUT s fails it.
+: "${FERRULE_PROPAGATE:=1}"; : "${PROPAGATE_COUNTS:=1 100 1000}"; : "${PROPAGATE_CHANGES:=20}"
+: "${PROPAGATE_SECONDS:=5}"; : "${PROPAGATE_CYCLES:=10}"; : "${PROPAGATE_TIMEOUT:=10}"; : "${PROPAGATE_MAX_SECONDS:=150}"
 : "${FERRULE_PHYSICAL:=1}"; : "${PHYS_SPEED_SECONDS:=1}"; : "${PHYS_IPERF_SECONDS:=5}"
 : "${PROXY_WRAPPER:=}"          # command prefix for the proxies (profile.sh: valgrind/perf)
 : "${F_BASE_PORT:=22000}"    # ports F_BASE+6..F_BASE+201 and F_BASE+443 on 127.0.0.1
@@ -50,7 +57,9 @@ source lib/measure.sh
 : "${WORK:=$RESULTS_DIR/ferrule-work}"
 RESULTS_TSV=$RESULTS_DIR/results.tsv
 PROXY_BIN=$BIN_DIR/ferrule-proxy CP_BIN=$BIN_DIR/ferrule-control-plane CTL_BIN=$BIN_DIR/ferrulectl
-HOLD_BIN=$BIN_DIR/ferrule-bench-hold CERTIFY_BIN=$BIN_DIR/ferrule-bench-certify
+HOLD_BIN=$BIN_DIR/ferrule-bench-hold CERTIFY_BIN=$BIN_DIR/ferrule-bench-certify PROPAGATE_BIN=$BIN_DIR/ferrule-bench-propagate
+# Simulated proxy i registers inbound port PROPAGATE_PORT_BASE + i (registry entries only: nothing listens).
+: "${PROPAGATE_PORT_BASE:=$((F_BASE_PORT + 1000))}"
 
 export WORK TRUST_DOMAIN NGINX_WORKERS
 export CERTS=$WORK/certs CP_DIR=$WORK/cp
@@ -64,8 +73,9 @@ export FERRULE_ADMIN_SOCKET=$CP_DIR/admin.sock
 BODY_1K=$(head -c 1024 /dev/zero | tr '\0' 'x'); export BODY_1K
 
 LOAD_BIN=$BIN_DIR/ferrule-bench-load
-NEEDED=("$OHA_BIN" "$WRK_BIN" "$IPERF3_BIN" "$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$HOLD_BIN" "$CERTIFY_BIN" openssl curl ss perl "$PY")
+NEEDED=("$OHA_BIN" "$WRK_BIN" "$IPERF3_BIN" "$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$HOLD_BIN" "$CERTIFY_BIN" "$PROPAGATE_BIN" openssl curl ss perl "$PY")
 # count.sh needs only nginx, the Ferrule binaries, the fixed-work load tool and valgrind.
+[[ ${FERRULE_PROPAGATE_ONLY:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$PROPAGATE_BIN" openssl curl ss perl "$PY")
 [[ ${FERRULE_COUNT:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$LOAD_BIN" "$IPERF3_BIN" valgrind callgrind_control openssl curl ss perl "$PY")
 for b in "${NEEDED[@]}"; do
   command -v "$b" >/dev/null || die "missing tool: $b (run benches/run.sh, which installs and builds everything)"
@@ -312,6 +322,35 @@ run_certify() { # certificates issued per second
   emit "$c" "certify.cp_rss_after_mib" "$(awk -v k="$(rss_kb "${PIDS[cp]}")" 'BEGIN{printf "%.1f", k/1024}')" MiB
 }
 
+run_propagate() { # policy propagation time (ferrule-bench-propagate); its exit status in PROPAGATE_RC
+  local c=ferrule-cp tok="$WORK/run/propagate.token" f="$WORK/out/ferrule-propagate.txt" k v unit n max=0 rc=0
+  for n in $PROPAGATE_COUNTS; do max=$((n > max ? n : max)); done
+  log "=== $c: policy propagation: ApplyPolicies -> enforcement through a ferrule-tcp pair ($PROPAGATE_CYCLES DENY/undo cycles), then -> '$PROPAGATE_COUNTS' connected simulated proxies, $PROPAGATE_CHANGES changes or ${PROPAGATE_SECONDS}s each (run $RUN_ID) ==="
+  new_token bench-replica "$((max + 10))" "$tok"   # every simulated proxy is a replica of one workload
+  start_ferrule ferrule-tcp
+  ferrule_sanity_check ferrule-tcp
+  wait_quiet
+  RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 timeout "$((PROPAGATE_MAX_SECONDS + 30))" "$PROPAGATE_BIN" --control-plane "127.0.0.1:$P_F_CP" \
+    --trust-domain "$TRUST_DOMAIN" --bundle-file "$CP_DIR/bundle.pem" --admin-socket "$FERRULE_ADMIN_SOCKET" \
+    --token-file "$tok" --spiffe-id "spiffe://$TRUST_DOMAIN/ns/default/sa/bench-replica" \
+    --counts "$(tr -s ' ' ',' <<< "$PROPAGATE_COUNTS")" --changes "$PROPAGATE_CHANGES" --seconds "$PROPAGATE_SECONDS" \
+    --timeout "$PROPAGATE_TIMEOUT" --inbound-port-base "$PROPAGATE_PORT_BASE" --cp-pid "${PIDS[cp]}" --clk-tck "$CLK_TCK" \
+    --probe "127.0.0.1:$FRONT_HTTP" --probe-from "spiffe://$TRUST_DOMAIN/ns/default/sa/client" \
+    --probe-to "spiffe://$TRUST_DOMAIN/ns/default/sa/server" --probe-metrics "127.0.0.1:$P_F_IN_ADMIN" \
+    --probe-cycles "$PROPAGATE_CYCLES" --max-seconds "$PROPAGATE_MAX_SECONDS" > "$f" 2> "$f.err" || rc=$?
+  # Each completed part's lines are valid even if a later one failed.
+  while read -r k v; do
+    case $k in *_ms|*_ms_per_*) unit=ms ;; *_s) unit=s ;; *_mib) unit=MiB ;; *_cores) unit=cores ;; *) unit=count ;; esac
+    emit "$c" "propagate.$k" "$v" "$unit"
+  done < "$f"
+  if ((rc != 0)); then
+    emit "$c" "propagate.failed" 1 count
+    log "WARNING: ferrule-bench-propagate FAILED (rc=$rc): $(grep -v '^#' "$f.err" | tr -s '\n ' ' ' | cut -c1-400) (see $f.err)"
+  fi
+  stop_ferrule
+  PROPAGATE_RC=$rc
+}
+
 run_physical() { # the shared tools/physical.sh (openssl speed + direct loopback iperf3), shortened
   local c=physical f="$WORK/out/physical.txt" alg
   log "=== physical limits (shared tools/physical.sh, SPEED_SECONDS=$PHYS_SPEED_SECONDS IPERF_SECONDS=$PHYS_IPERF_SECONDS) ==="
@@ -521,7 +560,7 @@ for v in $(compgen -v P_); do
 done
 {
   echo "ferrule: $("$PROXY_BIN" --version 2>&1 | head -1); binaries from $BIN_DIR"
-  echo "ferrule knobs: FERRULE_WORKERS=$FERRULE_WORKERS (TOKIO_WORKER_THREADS per proxy) FERRULE_CONFIGS='$FERRULE_CONFIGS' IDLE_COUNTS='$IDLE_COUNTS' CERT=${CERT_CONCURRENCY}c/${CERT_SECONDS}s"
+  echo "ferrule knobs: FERRULE_WORKERS=$FERRULE_WORKERS (TOKIO_WORKER_THREADS per proxy) FERRULE_CONFIGS='$FERRULE_CONFIGS' IDLE_COUNTS='$IDLE_COUNTS' CERT=${CERT_CONCURRENCY}c/${CERT_SECONDS}s PROPAGATE='$PROPAGATE_COUNTS' x${PROPAGATE_CHANGES}/${PROPAGATE_SECONDS}s cycles=$PROPAGATE_CYCLES"
   echo "ferrule measured with: RATES='$RATES' LAT_SECONDS=$LAT_SECONDS LAT_CONNS=$LAT_CONNS WRK=${WRK_THREADS}t/${WRK_CONNS}c/${WRK_SECONDS}s CONN=${CONN_CONNS}c/${CONN_SECONDS}s IPERF=${IPERF_SECONDS}s P='$IPERF_STREAMS' BULK_MB=$BULK_MB BULK_REPS=$BULK_REPS NGINX_WORKERS=$NGINX_WORKERS QUIET_PCT=$QUIET_PCT QUIET_MAX_WAIT=$QUIET_MAX_WAIT nice=$(nice)"
   echo "measurement functions drifted from the shared harness: ${DRIFT:-none}"
 } >> "$RESULTS_DIR/env.txt"
@@ -531,6 +570,7 @@ start_upstream
 start_control_plane
 if [[ ${FERRULE_PROFILE:-0} == 1 ]]; then run_profile; stop_all; exit 0; fi
 if [[ ${FERRULE_COUNT:-0} == 1 ]]; then run_count; stop_all; exit 0; fi
+if [[ ${FERRULE_PROPAGATE_ONLY:-0} == 1 ]]; then run_propagate; stop_all; exit "$PROPAGATE_RC"; fi
 if [[ ${FERRULE_UP:-0} == 1 ]]; then   # development: a pair to poke at, for FERRULE_UP_SECONDS (bounded)
   start_ferrule ferrule-tcp; ferrule_sanity_check ferrule-tcp
   log "pair up: http 127.0.0.1:$FRONT_HTTP, bulk 127.0.0.1:$FRONT_BULK, out pid ${PIDS[ferrule-out]}, in pid ${PIDS[ferrule-in]}; ${FERRULE_UP_SECONDS:=300}s"
@@ -539,6 +579,7 @@ fi
 for c in $FERRULE_CONFIGS; do run_ferrule_config "$c"; done
 if [[ $FERRULE_IDLE == 1 ]]; then run_idle; fi
 if [[ $FERRULE_CERTIFY == 1 ]]; then run_certify; fi
+if [[ $FERRULE_PROPAGATE == 1 ]]; then run_propagate; fi   # a failure is logged and in results.tsv
 stop_all
 if [[ $FERRULE_PHYSICAL == 1 ]]; then run_physical; fi
 mkdir -p "$RESULTS_DIR/raw-$RUN_ID"; cp -r "$WORK/out/." "$RESULTS_DIR/raw-$RUN_ID/"

@@ -11,7 +11,8 @@ for block in re.split(r"(?m)^(?=## )", text):
         sections[block.splitlines()[0][3:].strip()] = block.rstrip() + "\n"
 keys = {
     "headline": "Configuration × metric", "targets": "Targets", "idle": "Idle established",
-    "cp": "Control plane", "micro": "Micro-benchmarks", "physical": "Physical limits",
+    "cp": "Control plane", "propagate": "Policy propagation", "micro": "Micro-benchmarks",
+    "physical": "Physical limits",
 }
 def section(k):
     for title, body in sections.items():

@@ -5,9 +5,10 @@ Usage: report.py RESULTS_TSV RUN_ID OUT_MD OUT_TSV [ENV_TXT] [TIMINGS]
   TIMINGS: "key=value;..." (e.g. measure_s=612;build_s=35;total_s=700), printed in the header.
 
 Tables: (1) configuration x metric, each cell `value (x direct, x envoy-tcp)`; (2) the issue's
-targets, Ferrule vs Envoy, met or not; (3) idle-connection memory, control plane, micro-benchmarks,
-physical limits, Ferrule diagnostics; (4) every row of the run. A value marked `*` was measured
-while processes outside the harness used more than FOREIGN_MAX % (default 10) of the machine.
+targets, Ferrule vs Envoy, met or not; (3) idle-connection memory, control plane (issuance, policy
+propagation), micro-benchmarks, physical limits, Ferrule diagnostics; (4) every row of the run. A
+value marked `*` was measured while processes outside the harness used more than FOREIGN_MAX %
+(default 10) of the machine.
 """
 import csv, os, re, sys
 from collections import OrderedDict
@@ -206,13 +207,49 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
                 P(f"| {w} | {n} | {fmt(k('bytes_per_conn.local-copy'))} | {fmt(k('held_bytes_per_conn.local-copy'))} | {fmt(k('rss_after_mib.local-copy'))} |")
     # ------------------------------------------------------------------ control plane
     cp = {m: v for (c, m), v in vals.items() if c == "ferrule-cp"}
-    if cp:
+    if any(m.startswith("certify.") for m in cp):
         P("\n## Control plane: certificates issued per second\n")
         P("| certs/s | Certify p50 (ms) | p99 (ms) | issued | errors | CP CPU (cores) | CP CPU per cert (ms) | CP RSS before → after (MiB) |")
         P("|---:|---:|---:|---:|---:|---:|---:|---|")
         k = lambda s: cp.get("certify." + s)
         P(f"| {fmt(k('certs_per_s'))} | {fmt(k('p50_ms'))} | {fmt(k('p99_ms'))} | {fmt(k('issued'))} | {fmt(k('errors'))} | "
           f"{fmt(k('cp_cpu_cores'))} | {fmt(k('cp_cpu_ms_per_cert'))} | {fmt(k('cp_rss_before_mib'))} → {fmt(k('cp_rss_after_mib'))} |")
+    # ------------------------------------------------------------------ policy propagation
+    pr = {m[len("propagate."):]: v for m, v in cp.items() if m.startswith("propagate.")}
+    if pr:
+        k = lambda s_: pr.get(s_)
+        cnt = lambda s_: "-" if k(s_) is None else f"{k(s_):.0f}"
+        trio = lambda a, b, c_: f"{fmt(k(a))} / {fmt(k(b))} / {fmt(k(c_))}"
+        P("\n## Policy propagation: ApplyPolicies → proxies\n")
+        P("Time from sending `ApplyPolicies` on the admin socket (what `ferrulectl apply` sends) until the change is "
+          "in force (`ferrule-bench-propagate`, see the README's method).\n")
+        if k("enforce.cycles"):
+            P("Enforcement through a real `ferrule-tcp` pair (1 client proxy → 1 server proxy): a DENY for the client's "
+              "identity, then its undo; the time until the first request through the pair is refused / answered again.\n")
+            P("| DENY/undo cycles | DENY enforced p50 / max (ms) | undo enforced p50 / max (ms) | probe requests | probes without answer |")
+            P("|---:|---:|---:|---:|---:|")
+            P(f"| {cnt('enforce.cycles')} | {fmt(k('enforce_deny.p50_ms'))} / {fmt(k('enforce_deny.max_ms'))} | "
+              f"{fmt(k('enforce_allow.p50_ms'))} / {fmt(k('enforce_allow.max_ms'))} | {cnt('enforce.probes')} | "
+              f"{cnt('enforce.probe_timeouts')} |")
+        ns = sorted({int(mm.group(1)) for m in pr for mm in [re.match(r"n(\d+)\.", m)] if mm})
+        if ns:
+            P("\nDelivery to N connected simulated proxies (each its own certificate, mTLS channel and `Mesh/Sync` "
+              "session; receipt = the policy message decoded by that proxy). *all N* = per change, the last proxy to "
+              f"get it; *each* = every proxy of every change. Control-plane RSS before any simulated proxy: "
+              f"{fmt(k('cp_rss_base_mib'))} MiB.\n")
+            P("| connected proxies | changes | all N have it p50 / p99 / max (ms) | each proxy p50 / p99 / max (ms) | "
+              "ApplyPolicies round trip p50 (ms) | CP CPU per change (ms) | CP CPU (cores) | CP RSS (MiB) | "
+              "tool CPU (cores) | connect N (s) |")
+            P("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for n in ns:
+                q = f"n{n}."
+                P(f"| {n} | {cnt(q + 'changes')} | {trio(q + 'all_p50_ms', q + 'all_p99_ms', q + 'all_max_ms')} | "
+                  f"{trio(q + 'each_p50_ms', q + 'each_p99_ms', q + 'each_max_ms')} | {fmt(k(q + 'apply_p50_ms'))} | "
+                  f"{fmt(k(q + 'cp_cpu_ms_per_change'))} | {fmt(k(q + 'cp_cpu_cores'))} | {fmt(k(q + 'cp_rss_mib'))} | "
+                  f"{fmt(k(q + 'client_cpu_cores'))} | {fmt(k(q + 'connect_s'))} |")
+        if k("failed"):
+            P("\n**ferrule-bench-propagate FAILED** (see `ferrule-propagate.txt.err` in the run's raw data): the rows "
+              "above are the parts that completed before the failure.")
     # ------------------------------------------------------------------ micro
     micro = [(m, v) for (c, m), v in vals.items() if c == "micro" and m.endswith(".ns_per_iter")]
     if micro:
