@@ -1,7 +1,7 @@
 //! `ferrule-bench-relay`: the floor of a user-space proxy pair, for comparison.
 //!
-//! A plain-TCP relay: for each connection accepted on `--listen` it dials `--connect`
-//! and runs Ferrule's own copy loop (`ferrule_proxy::io::copy_bidirectional`) between
+//! A plain-TCP relay: for each connection accepted on a route's listen address it dials
+//! the route's target and runs Ferrule's own copy loop (`ferrule_proxy::io::copy_bidirectional`) between
 //! the two, on a current-thread tokio runtime. No TLS, no policy, no metrics: two of them
 //! chained (`client → relay → relay → server`) have exactly the hops and wake-ups of a
 //! sidecar pair and nothing else, so what they add over a direct connection is the part
@@ -17,12 +17,17 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Debug, Parser)]
 #[command(about = "Plain-TCP relay using Ferrule's copy loop (a lower bound for a proxy pair)")]
 struct Args {
-    /// Listen here.
-    #[arg(long)]
-    listen: SocketAddr,
-    /// Dial this for each accepted connection.
-    #[arg(long)]
-    connect: SocketAddr,
+    /// `LISTEN=CONNECT`, e.g. `127.0.0.1:8000=127.0.0.1:8080`; repeatable.
+    #[arg(long = "route", value_parser = parse_route, required = true)]
+    routes: Vec<(SocketAddr, SocketAddr)>,
+}
+
+fn parse_route(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
+    let (listen, connect) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected LISTEN=CONNECT"))?;
+    let addr = |a: &str| a.parse::<SocketAddr>().map_err(|e| format!("{a:?}: {e}"));
+    Ok((addr(listen)?, addr(connect)?))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,13 +36,22 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the runtime")?
-        .block_on(run(args))
+        .block_on(async {
+            let mut routes = Vec::new();
+            for (listen, connect) in args.routes {
+                let listener = TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding {listen}"))?;
+                routes.push(tokio::spawn(serve(listener, connect)));
+            }
+            for r in routes {
+                r.await.context("a route's task ended")?;
+            }
+            Ok(())
+        })
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+async fn serve(listener: TcpListener, connect: SocketAddr) {
     loop {
         let (client, _) = match listener.accept().await {
             Ok(c) => c,
@@ -48,7 +62,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let connect = args.connect;
         tokio::spawn(async move {
             let server = match TcpStream::connect(connect).await {
                 Ok(s) => s,
