@@ -4,6 +4,7 @@
 # the shared run.sh's measurement functions), plus Ferrule-only tests:
 #   ferrule-tcp   pair in explicit mode, opaque port
 #   ferrule-http  same pair with the port declared `protocol: http`
+#   relay-floor   two plain-TCP relays on the proxy's copy loop: the floor of any pair (lib/floor.sh)
 #   ferrule-idle  memory per idle established connection (1,000 and 10,000 through the pair)
 #   ferrule-cp    certificates issued per second by the control plane (Certify, join tokens), and
 #                 policy propagation: ApplyPolicies -> enforcement through a real pair, and -> 1 / 100 /
@@ -73,7 +74,9 @@ export FERRULE_ADMIN_SOCKET=$CP_DIR/admin.sock
 BODY_1K=$(head -c 1024 /dev/zero | tr '\0' 'x'); export BODY_1K
 
 LOAD_BIN=$BIN_DIR/ferrule-bench-load
-NEEDED=("$OHA_BIN" "$WRK_BIN" "$IPERF3_BIN" "$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$HOLD_BIN" "$CERTIFY_BIN" "$PROPAGATE_BIN" openssl curl ss perl "$PY")
+# shellcheck source=lib/floor.sh
+source lib/floor.sh
+NEEDED=("$OHA_BIN" "$WRK_BIN" "$IPERF3_BIN" "$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$HOLD_BIN" "$CERTIFY_BIN" "$RELAY_BIN" "$PROPAGATE_BIN" openssl curl ss perl "$PY")
 # count.sh needs only nginx, the Ferrule binaries, the fixed-work load tool and valgrind.
 [[ ${FERRULE_PROPAGATE_ONLY:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$PROPAGATE_BIN" openssl curl ss perl "$PY")
 [[ ${FERRULE_COUNT:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$LOAD_BIN" "$IPERF3_BIN" valgrind callgrind_control openssl curl ss perl "$PY")
@@ -555,7 +558,7 @@ run_count() {
 mkdir -p "$RESULTS_DIR"
 [[ -f $RESULTS_TSV ]] || printf 'run\tconfig\tmetric\tvalue\tunit\n' > "$RESULTS_TSV"
 for v in $(compgen -v P_); do
-  [[ $v == P_F_* || $v == P_UP_* || $v == P_PHYS_* ]] || continue
+  [[ $v == P_F_* || $v == P_UP_* || $v == P_PHYS_* || $v == P_R_* ]] || continue
   if ss -Hltn "sport = :${!v}" | grep -q .; then die "port ${!v} ($v) already in use on this machine; set F_BASE_PORT"; fi
 done
 {
@@ -577,6 +580,7 @@ if [[ ${FERRULE_UP:-0} == 1 ]]; then   # development: a pair to poke at, for FER
   sleep "$FERRULE_UP_SECONDS" & wait $!; stop_all; exit 0
 fi
 for c in $FERRULE_CONFIGS; do run_ferrule_config "$c"; done
+if [[ $FERRULE_FLOOR == 1 ]]; then run_floor; fi
 if [[ $FERRULE_IDLE == 1 ]]; then run_idle; fi
 if [[ $FERRULE_CERTIFY == 1 ]]; then run_certify; fi
 if [[ $FERRULE_PROPAGATE == 1 ]]; then run_propagate; fi   # a failure is logged and in results.tsv

@@ -1,0 +1,34 @@
+# shellcheck shell=bash
+# relay-floor: the floor of a proxy pair on this machine. Two ferrule-bench-relay processes
+# (src/bin/relay.rs: plain TCP, the proxy's own copy loop, one current-thread runtime each)
+# chained exactly like the sidecar pair, load tool -> relay-out -> relay-in -> nginx / iperf3,
+# measured with the same functions as every other configuration. They have the pair's hops,
+# system calls and wake-ups and nothing else (no TLS, no policy, no metrics), so what they add
+# over `direct` is what no proxy pair of this shape can avoid here; a target stricter than that
+# floor cannot be met by any implementation. Sourced by lib/ferrule.sh.
+: "${FERRULE_FLOOR:=1}"
+RELAY_BIN=$BIN_DIR/ferrule-bench-relay
+P_R_OUT_HTTP=$((F_BASE_PORT + 140)) P_R_OUT_BULK=$((F_BASE_PORT + 141))
+P_R_IN_HTTP=$((F_BASE_PORT + 142)) P_R_IN_BULK=$((F_BASE_PORT + 143))
+
+run_floor() {
+  local c=relay-floor r p
+  log "=== config $c: two plain-TCP relays on the proxy's copy loop (run $RUN_ID) ==="
+  start_bg relay-in "$WORK/logs/relay-in.log" "$RELAY_BIN" \
+    --route "127.0.0.1:$P_R_IN_HTTP=127.0.0.1:$P_UP_HTTP" --route "127.0.0.1:$P_R_IN_BULK=127.0.0.1:$P_UP_IPERF"
+  start_bg relay-out "$WORK/logs/relay-out.log" "$RELAY_BIN" \
+    --route "127.0.0.1:$P_R_OUT_HTTP=127.0.0.1:$P_R_IN_HTTP" --route "127.0.0.1:$P_R_OUT_BULK=127.0.0.1:$P_R_IN_BULK"
+  wait_port "$P_R_IN_BULK"; wait_port "$P_R_OUT_BULK"
+  FRONT_HTTP=$P_R_OUT_HTTP; FRONT_BULK=$P_R_OUT_BULK; INBOUND=""
+  PROXIES=(relay-out relay-in); ADMIN=()
+  [[ $(curl -s -o /dev/null -m 5 -w '%{size_download}' "http://127.0.0.1:$FRONT_HTTP/") == 1024 ]] \
+    || die "$c: GET through the relays did not return the 1 KiB body"
+  sleep 2; rss_report "$c" idle
+  timeout 30 "$OHA_BIN" --no-tui -z 3s -c "$LAT_CONNS" -q 500 "http://127.0.0.1:$FRONT_HTTP/" >/dev/null 2>&1 || true
+  for r in $RATES; do test_latency "$c" "$r"; done
+  test_wrk "$c"
+  for p in $IPERF_STREAMS; do test_iperf "$c" "$p"; done
+  test_bulk_http "$c"
+  stop_name relay-out; stop_name relay-in; PROXIES=()
+  sleep 2
+}
