@@ -96,11 +96,25 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
+/// A listener with a backlog for a whole wave: with tokio's default (1,024) a burst of
+/// thousands of connections from the server proxy overflowed the accept queue while this
+/// process was busy connecting; the kernel then dropped the handshake's last ACK, leaving
+/// connections the proxy saw as established and the sink never accepted (the wave hung).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // Capped by net.core.somaxconn (4,096 by default).
+    socket.listen(65_535)
+}
+
 async fn run(mut args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.local_copy {
-        let relay = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the local relay on {addr}"))?;
+        let relay = listen(addr).with_context(|| format!("binding the local relay on {addr}"))?;
         let sink = args.sink;
         tokio::spawn(async move {
             loop {
@@ -122,9 +136,8 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             args.names = vec!["local-copy".into()];
         }
     }
-    let listener = TcpListener::bind(args.sink)
-        .await
-        .with_context(|| format!("binding the sink on {}", args.sink))?;
+    let listener =
+        listen(args.sink).with_context(|| format!("binding the sink on {}", args.sink))?;
     let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
     let accepted = Arc::new(AtomicUsize::new(0));
     {
