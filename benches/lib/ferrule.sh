@@ -4,7 +4,7 @@
 # the shared run.sh's measurement functions), plus Ferrule-only tests:
 #   ferrule-tcp   pair in explicit mode, opaque port
 #   ferrule-http  same pair with the port declared `protocol: http`
-#   relay-floor   two plain-TCP relays on the proxy's copy loop: the floor of any pair (lib/floor.sh)
+#   plain-relay   two plain-TCP relays on the proxy's copy loop, no TLS: a reference (lib/relay.sh)
 #   ferrule-idle  memory per idle established connection (1,000 and 10,000 through the pair)
 #   ferrule-cp    certificates issued per second by the control plane (Certify, join tokens), and
 #                 policy propagation: ApplyPolicies -> enforcement through a real pair, and -> 1 / 100 /
@@ -74,8 +74,8 @@ export FERRULE_ADMIN_SOCKET=$CP_DIR/admin.sock
 BODY_1K=$(head -c 1024 /dev/zero | tr '\0' 'x'); export BODY_1K
 
 LOAD_BIN=$BIN_DIR/ferrule-bench-load
-# shellcheck source=lib/floor.sh
-source lib/floor.sh
+# shellcheck source=lib/relay.sh
+source lib/relay.sh
 NEEDED=("$OHA_BIN" "$WRK_BIN" "$IPERF3_BIN" "$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$HOLD_BIN" "$CERTIFY_BIN" "$RELAY_BIN" "$PROPAGATE_BIN" openssl curl ss perl "$PY")
 # count.sh needs only nginx, the Ferrule binaries, the fixed-work load tool and valgrind.
 [[ ${FERRULE_PROPAGATE_ONLY:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$PROPAGATE_BIN" openssl curl ss perl "$PY")
@@ -580,7 +580,7 @@ if [[ ${FERRULE_UP:-0} == 1 ]]; then   # development: a pair to poke at, for FER
   sleep "$FERRULE_UP_SECONDS" & wait $!; stop_all; exit 0
 fi
 for c in $FERRULE_CONFIGS; do run_ferrule_config "$c"; done
-if [[ $FERRULE_FLOOR == 1 ]]; then run_floor; fi
+if [[ $FERRULE_RELAY == 1 ]]; then run_relay; fi
 if [[ $FERRULE_IDLE == 1 ]]; then run_idle; fi
 if [[ $FERRULE_CERTIFY == 1 ]]; then run_certify; fi
 if [[ $FERRULE_PROPAGATE == 1 ]]; then run_propagate; fi   # a failure is logged and in results.tsv

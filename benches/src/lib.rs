@@ -11,7 +11,7 @@
 //! * `src/bin/load.rs` (`ferrule-bench-load`): a fixed amount of HTTP/1.1 work, for the
 //!   instruction counts of `benches/count.sh`.
 //! * `src/bin/relay.rs` (`ferrule-bench-relay`): a plain-TCP relay on the proxy's copy
-//!   loop; two chained are the `relay-floor` configuration (a pair's hops, no TLS).
+//!   loop; two chained are the `plain-relay` configuration (a pair's hops, no TLS).
 //! * `benches/copy.rs`, `benches/verify.rs`: criterion micro-benchmarks of the copy loop
 //!   and SPIFFE verification.
 //! * [`control`], [`stats`]: what the load tools share (a proxy's first steps with the

@@ -14,7 +14,7 @@ import csv, os, re, sys
 from collections import OrderedDict
 
 FOREIGN_MAX = float(os.environ.get("FOREIGN_MAX", "10"))
-ORDER = ["direct", "envoy-tcp", "envoy-http", "haproxy-tcp", "ferrule-tcp", "ferrule-http", "relay-floor"]
+ORDER = ["direct", "envoy-tcp", "envoy-http", "haproxy-tcp", "ferrule-tcp", "ferrule-http", "plain-relay"]
 HEADLINE = [
     ("lat500.p50_ms", "latency @500 rps p50 (ms)"), ("lat500.p90_ms", "latency @500 rps p90 (ms)"),
     ("lat500.p99_ms", "latency @500 rps p99 (ms)"), ("lat500.p999_ms", "latency @500 rps p99.9 (ms)"),
@@ -124,20 +124,20 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
 
     # ------------------------------------------------------------------ targets
     P("\n## Targets (issue “Benchmarks”): Ferrule vs Envoy on this machine\n")
-    # relay floor: two plain-TCP relays on the proxy's copy loop (no TLS), chained like the pair
-    # (lib/floor.sh). If even the floor misses a target, no pair of this shape can meet it here.
-    P("| target | envoy-tcp | ferrule-tcp | ferrule-http | relay floor (no TLS) | required (ferrule-tcp) | met? |")
+    # plain-relay: two plain-TCP relays on the proxy's copy loop (no TLS), chained like the pair
+    # (lib/relay.sh). A target that even it misses needs a different kernel path, not leaner TLS.
+    P("| target | envoy-tcp | ferrule-tcp | ferrule-http | plain relay pair (no TLS) | required (ferrule-tcp) | met? |")
     P("|---|---:|---:|---:|---:|---:|:---:|")
     targets_met = []
 
-    def add(label, ev, fv, hv, req_txt, ok, m=None, rv=None, floor_ok=None):
+    def add(label, ev, fv, hv, req_txt, ok, m=None, rv=None, relay_ok=None):
         s = "n/a" if ok is None else ("yes" if ok else "**no**")
-        if floor_ok is False:
-            s += " (the floor misses it too)"
+        if relay_ok is False:
+            s += " (the plain relay misses it too)"
         targets_met.append((label, ok))
         fl = (lambda c: "*" if m and flagged(c, m) else "")
         P(f"| {label} | {fmt(ev)}{fl('envoy-tcp')} | {fmt(fv)}{fl('ferrule-tcp')} | {fmt(hv)}{fl('ferrule-http')} | "
-          f"{fmt(rv)}{fl('relay-floor')} | {req_txt} | {s} |")
+          f"{fmt(rv)}{fl('plain-relay')} | {req_txt} | {s} |")
 
     for rate in ("500", "2000"):
         for p in ("p50", "p99"):
@@ -149,13 +149,13 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
             df = (g("ferrule-tcp", m) or float("nan")) - d
             dh = (g("ferrule-http", m) or float("nan")) - d if g("ferrule-http", m) is not None else None
             ok = None if de != de or df != df else df <= 0.5 * de
-            dr = g("relay-floor", m) - d if g("relay-floor", m) is not None else None
+            dr = g("plain-relay", m) - d if g("plain-relay", m) is not None else None
             fok = None if dr is None or de != de else dr <= 0.5 * de
             add(f"latency added over direct @{rate} rps {p} (ms)", de, df, dh, f"≤ {fmt(0.5 * de)} (½ Envoy's)", ok, m, dr, fok)
     for m, label in (("wrk.max_rps", "closed-loop req/s (wrk)"), ("conn.new_conn_rps", "new connections/s"),
                      ("iperf_P1.gbit_s", "bulk iperf3 1 stream (Gbit/s)"), ("iperf_P4.gbit_s", "bulk iperf3 4 streams (Gbit/s)"),
                      ("bulk_http.gbit_s", "bulk 1 GiB HTTP download (Gbit/s)")):
-        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("relay-floor", m)
+        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("plain-relay", m)
         add(label, e, f, h, f"≥ {fmt(1.5 * e) if e else '-'} (1.5× Envoy)", None if not e or f is None else f >= 1.5 * e, m,
             r, None if not e or r is None else r >= 1.5 * e)
     for m, label in (("rss_idle.pair", "idle RSS of the pair (MiB)"), ("anon_idle.pair", "idle RssAnon of the pair (MiB, informational)")):
@@ -164,11 +164,11 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
         add(label, e, f, h, f"≤ {fmt(0.25 * e) if e else '-'} (¼ Envoy's)", ok)
     for rate in ("500", "2000"):
         m = f"lat{rate}.proxy_vcpu_per_1krps_pair"
-        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("relay-floor", m)
+        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("plain-relay", m)
         add(f"pair vCPU per 1000 req/s @{rate} rps", e, f, h, f"≤ {fmt(0.5 * e) if e else '-'} (½ Envoy's)",
             None if e is None or f is None else f <= 0.5 * e, m, r, None if e is None or r is None else r <= 0.5 * e)
     for m, label in (("wrk.pair_cpu_us_per_req", "pair CPU per request at max load (µs, wrk; informational)"),):
-        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("relay-floor", m)
+        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("plain-relay", m)
         add(label, e, f, h, f"≤ {fmt(0.5 * e) if e else '-'} (½ Envoy's)", None if e is None or f is None else f <= 0.5 * e, m,
             r, None if e is None or r is None else r <= 0.5 * e)
     aes = g("physical", "aes_256_gcm.16k_gbit_s")
@@ -176,7 +176,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
     if aes or lo:
         limit = min(x for x in (aes, lo) if x)
         for m, label in (("iperf_P1.gbit_s", "bulk iperf3 1 stream vs physical limit"), ("bulk_http.gbit_s", "bulk HTTP download vs physical limit")):
-            e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("relay-floor", m)
+            e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("plain-relay", m)
             add(label + f" (limit {fmt(limit)} Gbit/s = min(AES-256-GCM 16 KiB/core {fmt(aes)}, loopback iperf3 {fmt(lo)}))",
                 e, f, h, f"≥ {fmt(limit / 2)} (within 2×)", None if f is None else f >= limit / 2, m,
                 r, None if r is None else r >= limit / 2)

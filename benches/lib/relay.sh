@@ -1,22 +1,24 @@
 # shellcheck shell=bash
-# relay-floor: the floor of a proxy pair on this machine. Two ferrule-bench-relay processes
-# (src/bin/relay.rs: plain TCP, the proxy's own copy loop, one current-thread runtime each)
-# chained exactly like the sidecar pair, load tool -> relay-out -> relay-in -> nginx / iperf3,
-# measured with the same functions as every other configuration. They have the pair's hops,
-# system calls and wake-ups and nothing else (no TLS, no policy, no metrics), so what they add
-# over `direct` is what no proxy pair of this shape can avoid here; a target stricter than that
-# floor cannot be met by any implementation. Sourced by lib/ferrule.sh.
-: "${FERRULE_FLOOR:=1}"
+# plain-relay: a reference pair without TLS. Two ferrule-bench-relay processes (src/bin/relay.rs:
+# plain TCP, the proxy's own copy loop and runtime, FERRULE_WORKERS workers) chained like the
+# sidecar pair, load tool -> relay-out -> relay-in -> nginx / iperf3, measured with the same
+# functions as every other configuration. They have the pair's hops, system calls and wake-ups
+# but no TLS, no policy and no pooling: what they add over `direct` is what moving the bytes
+# through two user-space processes costs here. A target that even this relay misses needs a
+# different kernel path (kernel TLS with splice, io_uring), not a leaner TLS proxy. It is not a
+# strict lower bound: the pooled Ferrule hop batches more per system call and can beat it.
+# Sourced by lib/ferrule.sh.
+: "${FERRULE_RELAY:=1}"
 RELAY_BIN=$BIN_DIR/ferrule-bench-relay
 P_R_OUT_HTTP=$((F_BASE_PORT + 140)) P_R_OUT_BULK=$((F_BASE_PORT + 141))
 P_R_IN_HTTP=$((F_BASE_PORT + 142)) P_R_IN_BULK=$((F_BASE_PORT + 143))
 
-run_floor() {
-  local c=relay-floor r p
+run_relay() {
+  local c=plain-relay r p
   log "=== config $c: two plain-TCP relays on the proxy's copy loop (run $RUN_ID) ==="
-  start_bg relay-in "$WORK/logs/relay-in.log" "$RELAY_BIN" \
+  start_bg relay-in "$WORK/logs/relay-in.log" env TOKIO_WORKER_THREADS="$FERRULE_WORKERS" "$RELAY_BIN" \
     --route "127.0.0.1:$P_R_IN_HTTP=127.0.0.1:$P_UP_HTTP" --route "127.0.0.1:$P_R_IN_BULK=127.0.0.1:$P_UP_IPERF"
-  start_bg relay-out "$WORK/logs/relay-out.log" "$RELAY_BIN" \
+  start_bg relay-out "$WORK/logs/relay-out.log" env TOKIO_WORKER_THREADS="$FERRULE_WORKERS" "$RELAY_BIN" \
     --route "127.0.0.1:$P_R_OUT_HTTP=127.0.0.1:$P_R_IN_HTTP" --route "127.0.0.1:$P_R_OUT_BULK=127.0.0.1:$P_R_IN_BULK"
   wait_port "$P_R_IN_BULK"; wait_port "$P_R_OUT_BULK"
   FRONT_HTTP=$P_R_OUT_HTTP; FRONT_BULK=$P_R_OUT_BULK; INBOUND=""
