@@ -49,7 +49,10 @@ pub fn free_port() -> u16 {
             .unwrap_or(32768);
         let low = 10_000u32;
         let span = ephemeral_low.saturating_sub(low);
-        NEXT.store((std::process::id() * 7919) % span.max(1), Ordering::Relaxed);
+        // In u64: PIDs go up to 2^22 (`kernel.pid_max`), and PID × 7919 overflows a u32
+        // (a panic in debug builds) past PID 542,354.
+        let start = u64::from(std::process::id()) * 7919 % u64::from(span.max(1));
+        NEXT.store(u32::try_from(start).expect("below span"), Ordering::Relaxed);
         (low, span)
     });
     if span < 1000 {
