@@ -12,8 +12,8 @@
 //!   instruction counts of `benches/count.sh`.
 //! * `src/bin/relay.rs` (`ferrule-bench-relay`): a plain-TCP relay on the proxy's copy
 //!   loop; two chained are the `plain-relay` configuration (a pair's hops, no TLS).
-//! * `benches/copy.rs`, `benches/verify.rs`: criterion micro-benchmarks of the copy loop
-//!   and SPIFFE verification.
+//! * `benches/copy.rs`, `benches/verify.rs`, `benches/policy.rs`: criterion
+//!   micro-benchmarks of the copy loop, SPIFFE verification and policy evaluation.
 //! * [`control`], [`stats`]: what the load tools share (a proxy's first steps with the
 //!   control plane; percentiles and `/proc` readings).
 

@@ -4,11 +4,11 @@
 //! the route's target and runs Ferrule's own copy loop (`ferrule_proxy::io::copy_bidirectional`) between
 //! the two, on the proxy's runtime (multi-thread; `TOKIO_WORKER_THREADS` workers, as
 //! `benches/run.sh` gives the proxies: a current-thread runtime measured ~25 % more
-//! latency at 500 req/s in the proxy). No TLS, no policy, no metrics: two of them
-//! chained (`client → relay → relay → server`) have exactly the hops and wake-ups of a
-//! sidecar pair and nothing else, so what they add over a direct connection is what moving
-//! the bytes through two user-space processes costs on this machine (not a strict lower
-//! bound: a pooled hop batches more per system call).
+//! latency at 500 req/s in the proxy). No TLS, no policy, no metrics, no pooling: two of
+//! them chained (`client → relay → relay → server`) have the hops of a sidecar pair, so
+//! what they add over a direct connection is what moving the bytes through two user-space
+//! processes costs on this machine. Not a lower bound for a pair: the pooled hop batches
+//! more per system call and can beat it (it did on closed-loop throughput).
 //! `benches/run.sh` measures them as the `plain-relay` configuration.
 
 use std::net::SocketAddr;
@@ -18,7 +18,9 @@ use clap::Parser;
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Parser)]
-#[command(about = "Plain-TCP relay using Ferrule's copy loop (a lower bound for a proxy pair)")]
+#[command(
+    about = "Plain-TCP relay using Ferrule's copy loop (a reference without TLS, not a lower bound)"
+)]
 struct Args {
     /// `LISTEN=CONNECT`, e.g. `127.0.0.1:8000=127.0.0.1:8080`; repeatable.
     #[arg(long = "route", value_parser = parse_route, required = true)]
