@@ -23,8 +23,9 @@
 //! one succeeds. Probing starts with the apply; the time is the end of the first probe
 //! showing the new behaviour (an upper bound, by at most one probe). With
 //! `--probe-metrics`, the server proxy's `ferrule_proxy_policy_version` must show the
-//! applied version once refused, so a refusal for another reason is not counted as
-//! enforcement.
+//! applied version once refused: a refusal while the policy never reached that proxy
+//! fails the run. (The version is read after the refusal, so a refusal for another
+//! reason just before the policy arrived is not excluded.)
 //!
 //! Any proxy that does not receive a version within `--timeout`, a session that ends,
 //! wrong policy content, or an enforcement that does not happen makes the tool exit
@@ -171,8 +172,13 @@ fn main() -> anyhow::Result<()> {
         args.inbound_port_base
     );
     ensure!(
-        args.changes > 0 && args.seconds > 0.0 && args.timeout > 0.0 && args.clk_tck > 0.0,
-        "--changes, --seconds, --timeout and --clk-tck must be positive"
+        args.changes > 0
+            && args.seconds > 0.0
+            && args.timeout > 0.0
+            && args.connect_timeout > 0.0
+            && args.max_seconds > 0.0
+            && args.clk_tck > 0.0,
+        "--changes, --seconds, --timeout, --connect-timeout, --max-seconds and --clk-tck must be positive"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
