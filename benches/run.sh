@@ -4,7 +4,7 @@
 # propagation time, memory per idle connection, the machine's physical limits and criterion
 # micro-benchmarks.
 #
-#   benches/run.sh                         full run (~11 min of measurement on an idle 2-core box)
+#   benches/run.sh                         full run (~12.5 min of measurement on an idle 2-core box)
 #   PEER_CONFIGS="direct envoy-tcp haproxy-tcp" benches/run.sh     also HAProxy (+~2 min)
 #   LAT_SECONDS=5 WRK_SECONDS=5 CONN_SECONDS=5 IPERF_SECONDS=3 BULK_MB=256 BULK_REPS=1 \
 #     IDLE_COUNTS=200 CERT_SECONDS=2 MICRO=0 FERRULE_PHYSICAL=0 benches/run.sh          smoke run

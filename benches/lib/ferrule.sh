@@ -326,8 +326,9 @@ run_certify() { # certificates issued per second
 }
 
 run_propagate() { # policy propagation time (ferrule-bench-propagate); its exit status in PROPAGATE_RC
-  local c=ferrule-cp tok="$WORK/run/propagate.token" f="$WORK/out/ferrule-propagate.txt" k v unit n max=0 rc=0
-  for n in $PROPAGATE_COUNTS; do max=$((n > max ? n : max)); done
+  local c=ferrule-cp tok="$WORK/run/propagate.token" f="$WORK/out/ferrule-propagate.txt" k v unit n max=0 rc=0 counts=""
+  # counts: comma-separated for --counts (word splitting drops leading/repeated blanks)
+  for n in $PROPAGATE_COUNTS; do max=$((n > max ? n : max)); counts=${counts:+$counts,}$n; done
   log "=== $c: policy propagation: ApplyPolicies -> enforcement through a ferrule-tcp pair ($PROPAGATE_CYCLES DENY/undo cycles), then -> '$PROPAGATE_COUNTS' connected simulated proxies, $PROPAGATE_CHANGES changes or ${PROPAGATE_SECONDS}s each (run $RUN_ID) ==="
   new_token bench-replica "$((max + 10))" "$tok"   # every simulated proxy is a replica of one workload
   start_ferrule ferrule-tcp
@@ -336,7 +337,7 @@ run_propagate() { # policy propagation time (ferrule-bench-propagate); its exit 
   RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 timeout "$((PROPAGATE_MAX_SECONDS + 30))" "$PROPAGATE_BIN" --control-plane "127.0.0.1:$P_F_CP" \
     --trust-domain "$TRUST_DOMAIN" --bundle-file "$CP_DIR/bundle.pem" --admin-socket "$FERRULE_ADMIN_SOCKET" \
     --token-file "$tok" --spiffe-id "spiffe://$TRUST_DOMAIN/ns/default/sa/bench-replica" \
-    --counts "$(tr -s ' ' ',' <<< "$PROPAGATE_COUNTS")" --changes "$PROPAGATE_CHANGES" --seconds "$PROPAGATE_SECONDS" \
+    --counts "$counts" --changes "$PROPAGATE_CHANGES" --seconds "$PROPAGATE_SECONDS" \
     --timeout "$PROPAGATE_TIMEOUT" --inbound-port-base "$PROPAGATE_PORT_BASE" --cp-pid "${PIDS[cp]}" --clk-tck "$CLK_TCK" \
     --probe "127.0.0.1:$FRONT_HTTP" --probe-from "spiffe://$TRUST_DOMAIN/ns/default/sa/client" \
     --probe-to "spiffe://$TRUST_DOMAIN/ns/default/sa/server" --probe-metrics "127.0.0.1:$P_F_IN_ADMIN" \

@@ -4,9 +4,9 @@
 # sidecar pair, load tool -> relay-out -> relay-in -> nginx / iperf3, measured with the same
 # functions as every other configuration. They have the pair's hops, system calls and wake-ups
 # but no TLS, no policy and no pooling: what they add over `direct` is what moving the bytes
-# through two user-space processes costs here. A target that even this relay misses needs a
-# different kernel path (kernel TLS with splice, io_uring), not a leaner TLS proxy. It is not a
-# strict lower bound: the pooled Ferrule hop batches more per system call and can beat it.
+# through two user-space processes costs here. Leaner TLS alone is unlikely to meet a target that
+# even this relay misses. It is not a lower bound: the pooled Ferrule hop batches more per system
+# call and can beat it.
 # Sourced by lib/ferrule.sh.
 : "${FERRULE_RELAY:=1}"
 RELAY_BIN=$BIN_DIR/ferrule-bench-relay
