@@ -35,7 +35,9 @@ pub fn bin_path(name: &str) -> PathBuf {
 /// connection, before the child binds it (CI saw both). Ports outside the ephemeral range
 /// are never assigned implicitly, and the counter never repeats one within a test binary.
 /// The start is spread by PID so test binaries run back to back do not reuse the ports of
-/// children still closing. Each port is checked bindable before it is returned.
+/// children still closing. Each port is checked bindable before it is returned. (Two test
+/// binaries running at the same time can still race between that check and a child's
+/// bind; `cargo test` runs them one after the other.)
 pub fn free_port() -> u16 {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -47,7 +49,9 @@ pub fn free_port() -> u16 {
             .ok()
             .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
             .unwrap_or(32768);
-        let low = 10_000u32;
+        // Above the benchmarks' ports (benches/lib/ferrule.sh: 22000-23443 by default),
+        // so tests run beside a benchmark do not take them.
+        let low = 24_000u32;
         let span = ephemeral_low.saturating_sub(low);
         // In u64: PIDs go up to 2^22 (`kernel.pid_max`), and PID × 7919 overflows a u32
         // (a panic in debug builds) past PID 542,354.
