@@ -22,10 +22,12 @@
 //! other, until one is refused; then applies a DENY that matches nobody and probes until
 //! one succeeds. Probing starts with the apply; the time is the end of the first probe
 //! showing the new behaviour (an upper bound, by at most one probe). With
-//! `--probe-metrics`, the server proxy's `ferrule_proxy_policy_version` must show the
-//! applied version once refused: a refusal while the policy never reached that proxy
-//! fails the run. (The version is read after the refusal, so a refusal for another
-//! reason just before the policy arrived is not excluded.)
+//! `--probe-metrics`, once refused, the server proxy's `ferrule_proxy_policy_version`
+//! must show the applied version and its `ferrule_proxy_authz_decisions_total` must
+//! count a new denial by the benchmark's policy, else the run fails: a refusal for
+//! another reason (a reset, an error) is not taken for enforcement. (Only the probes
+//! reach that proxy, so the new denial is a probe's; it is not proven to be the first
+//! refused one's.)
 //!
 //! Any proxy that does not receive a version within `--timeout`, a session that ends,
 //! wrong policy content, or an enforcement that does not happen makes the tool exit
@@ -628,8 +630,8 @@ async fn probe(target: &str) -> Probe {
     }
 }
 
-/// `ferrule_proxy_policy_version` from a proxy's admin `/metrics`.
-async fn proxy_policy_version(admin: &str) -> anyhow::Result<u64> {
+/// A proxy's admin `/metrics` page.
+async fn fetch_metrics(admin: &str) -> anyhow::Result<String> {
     let mut s = tokio::net::TcpStream::connect(admin)
         .await
         .with_context(|| format!("connecting to {admin}"))?;
@@ -639,11 +641,32 @@ async fn proxy_policy_version(admin: &str) -> anyhow::Result<u64> {
     tokio::time::timeout(PROBE_TIMEOUT, s.read_to_string(&mut buf))
         .await
         .context("/metrics: no answer")??;
-    buf.lines()
+    Ok(buf)
+}
+
+/// `ferrule_proxy_policy_version` from a proxy's admin `/metrics`.
+async fn proxy_policy_version(admin: &str) -> anyhow::Result<u64> {
+    fetch_metrics(admin)
+        .await?
+        .lines()
         .find_map(|l| l.strip_prefix("ferrule_proxy_policy_version "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
         .with_context(|| format!("no ferrule_proxy_policy_version in {admin}/metrics"))
+}
+
+/// Denials the proxy counted for `policy` (`ferrule_proxy_authz_decisions_total` with
+/// `decision="deny"`), summed over rules and reasons.
+async fn proxy_denials(admin: &str, policy: &str) -> anyhow::Result<u64> {
+    let policy_label = format!("policy=\"{policy}\"");
+    Ok(fetch_metrics(admin)
+        .await?
+        .lines()
+        .filter(|l| l.starts_with("ferrule_proxy_authz_decisions_total{"))
+        .filter(|l| l.contains("decision=\"deny\"") && l.contains(&policy_label))
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum())
 }
 
 /// Applies `yaml` while probing back to back (the first probe starts with the apply)
@@ -707,6 +730,10 @@ async fn enforce(
     let td = &args.trust_domain;
     let (mut deny, mut allow, mut probes) = (Vec::new(), Vec::new(), (0u64, 0u64));
     for k in 0..args.probe_cycles {
+        let denied_before = match &args.probe_metrics {
+            Some(m) => proxy_denials(m, ENFORCE_POLICY).await?,
+            None => 0,
+        };
         let (d, version) = until(
             admin,
             deny_yaml(ENFORCE_POLICY, to, from),
@@ -722,6 +749,13 @@ async fn enforce(
             ensure!(
                 seen >= version,
                 "requests were refused but the server proxy reports policy version {seen} < {version}: refused for another reason"
+            );
+            // A refusal counts as enforcement only if the server proxy denied a connection
+            // by this policy (not a reset or an error from something else).
+            let denied = proxy_denials(m, ENFORCE_POLICY).await?;
+            ensure!(
+                denied > denied_before,
+                "requests were refused but the server proxy counted no denial by policy {ENFORCE_POLICY} ({denied_before} -> {denied}): refused for another reason"
             );
         }
         eprintln!(
