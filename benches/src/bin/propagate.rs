@@ -173,14 +173,16 @@ fn main() -> anyhow::Result<()> {
         "--inbound-port-base {} + {max_n} proxies exceeds port 65535",
         args.inbound_port_base
     );
+    // Finite and below ~31 years: `Duration::from_secs_f64` panics on infinity.
+    let seconds = |v: f64| v > 0.0 && v < 1e9;
     ensure!(
         args.changes > 0
-            && args.seconds > 0.0
-            && args.timeout > 0.0
-            && args.connect_timeout > 0.0
-            && args.max_seconds > 0.0
-            && args.clk_tck > 0.0,
-        "--changes, --seconds, --timeout, --connect-timeout, --max-seconds and --clk-tck must be positive"
+            && seconds(args.seconds)
+            && seconds(args.timeout)
+            && seconds(args.connect_timeout)
+            && seconds(args.max_seconds)
+            && seconds(args.clk_tck),
+        "--changes, --seconds, --timeout, --connect-timeout, --max-seconds and --clk-tck must be positive and finite (durations below 1e9 s)"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
