@@ -14,8 +14,9 @@
 //!   loop; two chained are the `plain-relay` configuration (a pair's hops, no TLS).
 //! * `benches/copy.rs`, `benches/verify.rs`, `benches/policy.rs`: criterion
 //!   micro-benchmarks of the copy loop, SPIFFE verification and policy evaluation.
-//! * [`control`], [`stats`]: what the load tools share (a proxy's first steps with the
-//!   control plane; percentiles and `/proc` readings).
+//! * [`control`], [`stats`], [`relay`]: what the load tools share (a proxy's first steps
+//!   with the control plane; percentiles and `/proc` readings; the plain-TCP relay).
 
 pub mod control;
+pub mod relay;
 pub mod stats;

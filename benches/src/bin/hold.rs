@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tokio::net::{TcpListener, TcpStream};
+use ferrule_benches::relay::{self, listen};
+use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 #[derive(Debug, Parser)]
@@ -96,40 +97,11 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
-/// A listener with a backlog for a whole wave: with tokio's default (1,024) a burst of
-/// thousands of connections from the server proxy overflowed the accept queue while this
-/// process was busy connecting; the kernel then dropped the handshake's last ACK, leaving
-/// connections the proxy saw as established and the sink never accepted (the wave hung).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    // Capped by net.core.somaxconn (4,096 by default).
-    socket.listen(65_535)
-}
-
 async fn run(mut args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.local_copy {
-        let relay = listen(addr).with_context(|| format!("binding the local relay on {addr}"))?;
-        let sink = args.sink;
-        tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = relay.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let _ = client.set_nodelay(true);
-                    if let Ok(server) = TcpStream::connect(sink).await {
-                        let _ = server.set_nodelay(true);
-                        let _ = ferrule_proxy::io::copy_bidirectional(client, server, None).await;
-                    }
-                });
-            }
-        });
+        let listener =
+            listen(addr).with_context(|| format!("binding the local relay on {addr}"))?;
+        tokio::spawn(relay::serve(listener, args.sink));
         args.target = addr;
         args.pids = vec![std::process::id()];
         if args.names.is_empty() {

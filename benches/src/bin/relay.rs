@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use tokio::net::{TcpListener, TcpStream};
+use ferrule_benches::relay::{listen as listen_on, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,9 +44,7 @@ fn main() -> anyhow::Result<()> {
         .block_on(async {
             let mut routes = Vec::new();
             for (listen, connect) in args.routes {
-                let listener = TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("binding {listen}"))?;
+                let listener = listen_on(listen).with_context(|| format!("binding {listen}"))?;
                 routes.push(tokio::spawn(serve(listener, connect)));
             }
             for r in routes {
@@ -54,30 +52,4 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         })
-}
-
-async fn serve(listener: TcpListener, connect: SocketAddr) {
-    loop {
-        let (client, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // EMFILE and friends: report and keep serving what is open.
-                eprintln!("ferrule-bench-relay: accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        tokio::spawn(async move {
-            let server = match TcpStream::connect(connect).await {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("ferrule-bench-relay: connecting to {connect}: {e}");
-                    return;
-                }
-            };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let _ = ferrule_proxy::io::copy_bidirectional(client, server, None).await;
-        });
-    }
 }
