@@ -11,6 +11,28 @@ use ferrule_proxy::control::ControlClient;
 use ferrule_tls::{Credentials, IdentityHandle, SpiffeId, TrustBundle, TrustDomain};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+/// The flags every control-plane load tool takes: where the control plane is and how to
+/// trust it.
+#[derive(Debug, clap::Args)]
+pub struct ControlPlaneArgs {
+    /// Control plane identity and mesh API, host:port.
+    #[arg(long)]
+    pub control_plane: String,
+    /// Trust domain.
+    #[arg(long, default_value = "demo.local")]
+    pub trust_domain: String,
+    /// The control plane's bundle file (`<data-dir>/bundle.pem`).
+    #[arg(long)]
+    pub bundle_file: std::path::PathBuf,
+}
+
+impl ControlPlaneArgs {
+    /// The control plane these flags name ([`ControlPlane::new`]).
+    pub fn control_plane(&self) -> anyhow::Result<ControlPlane> {
+        ControlPlane::new(&self.control_plane, &self.trust_domain, &self.bundle_file)
+    }
+}
+
 /// The control plane as a proxy first sees it: its address, trust bundle and SPIFFE ID.
 #[derive(Clone)]
 pub struct ControlPlane {

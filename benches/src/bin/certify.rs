@@ -26,22 +26,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use ferrule_benches::control::{ControlPlane, certify, key_and_csr, read_tokens};
+use ferrule_benches::control::{ControlPlaneArgs, certify, key_and_csr, read_tokens};
 use ferrule_benches::stats::percentile_ms;
 use ferrule_proto::identity::v1::identity_client::IdentityClient;
 
 #[derive(Debug, Parser)]
 #[command(about = "Certificates issued per second (identity API Certify with a join token)")]
 struct Args {
-    /// Control plane identity API, host:port.
-    #[arg(long)]
-    control_plane: String,
-    /// Trust domain.
-    #[arg(long, default_value = "demo.local")]
-    trust_domain: String,
-    /// The control plane's bundle file (`<data-dir>/bundle.pem`).
-    #[arg(long)]
-    bundle_file: PathBuf,
+    #[command(flatten)]
+    cp: ControlPlaneArgs,
     /// File holding join tokens, one per line, with enough uses for the whole run.
     #[arg(long)]
     token_file: PathBuf,
@@ -73,7 +66,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let cp = ControlPlane::new(&args.control_plane, &args.trust_domain, &args.bundle_file)?;
+    let cp = args.cp.control_plane()?;
     let client = cp.client(None)?;
     let tokens = read_tokens(&args.token_file)?;
     let expected = args.spiffe_id.clone();

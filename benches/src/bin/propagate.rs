@@ -63,7 +63,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
-use ferrule_benches::control::{ControlPlane, certify, credentials, key_and_csr, read_tokens};
+use ferrule_benches::control::{
+    ControlPlane, ControlPlaneArgs, certify, credentials, key_and_csr, read_tokens,
+};
 use ferrule_benches::stats::{cpu_ticks, percentile_ms, rss_kib};
 use ferrule_proto::admin::v1 as admin_pb;
 use ferrule_proto::admin::v1::admin_client::AdminClient;
@@ -89,15 +91,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
     about = "Policy propagation time: ApplyPolicies -> N connected proxies, and -> enforcement"
 )]
 struct Args {
-    /// Control plane identity and mesh API, host:port.
-    #[arg(long)]
-    control_plane: String,
-    /// Trust domain.
-    #[arg(long, default_value = "demo.local")]
-    trust_domain: String,
-    /// The control plane's bundle file (`<data-dir>/bundle.pem`).
-    #[arg(long)]
-    bundle_file: PathBuf,
+    #[command(flatten)]
+    cp: ControlPlaneArgs,
     /// The control plane's admin socket (as for ferrulectl).
     #[arg(long, env = "FERRULE_ADMIN_SOCKET")]
     admin_socket: PathBuf,
@@ -193,7 +188,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let cp = ControlPlane::new(&args.control_plane, &args.trust_domain, &args.bundle_file)?;
+    let cp = args.cp.control_plane()?;
     let mut admin = ferrule_control_plane::ctl::connect(&args.admin_socket)
         .await
         .with_context(|| {
@@ -227,12 +222,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("round with {n} connected proxies"))?;
     }
-    admin
-        .delete_policies(admin_pb::DeletePoliciesRequest {
-            names: vec![SIM_POLICY.to_string()],
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("DeletePolicies: {:?} {}", s.code(), s.message()))?;
+    delete(&mut admin, SIM_POLICY).await?;
     fleet.shutdown();
     Ok(())
 }
@@ -272,6 +262,17 @@ async fn apply(admin: &mut AdminClient<Channel>, yaml: String, name: &str) -> an
         );
     }
     Ok(out.version)
+}
+
+/// Deletes the benchmark's policy `name` (what `ferrulectl policy delete` sends).
+async fn delete(admin: &mut AdminClient<Channel>, name: &str) -> anyhow::Result<()> {
+    admin
+        .delete_policies(admin_pb::DeletePoliciesRequest {
+            names: vec![name.to_string()],
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("DeletePolicies: {:?} {}", s.code(), s.message()))?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- simulated proxies
@@ -533,7 +534,7 @@ async fn round(
     n: usize,
     nonce: u128,
 ) -> anyhow::Result<()> {
-    let td = &args.trust_domain;
+    let td = &args.cp.trust_domain;
     let (mut all, mut each, mut applies) = (Vec::new(), Vec::new(), Vec::new());
     let budget = Duration::from_secs_f64(args.seconds);
     let cpu = |pid: Option<u32>| pid.map(cpu_ticks).transpose();
@@ -729,7 +730,7 @@ async fn enforce(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let td = &args.trust_domain;
+    let td = &args.cp.trust_domain;
     let (mut deny, mut allow, mut probes) = (Vec::new(), Vec::new(), (0u64, 0u64));
     for k in 0..args.probe_cycles {
         let denied_before = match &args.probe_metrics {
@@ -783,12 +784,7 @@ async fn enforce(
         allow.push(a);
         tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
     }
-    admin
-        .delete_policies(admin_pb::DeletePoliciesRequest {
-            names: vec![ENFORCE_POLICY.to_string()],
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("DeletePolicies: {:?} {}", s.code(), s.message()))?;
+    delete(admin, ENFORCE_POLICY).await?;
     deny.sort();
     allow.sort();
     println!("enforce.cycles {}", deny.len());
