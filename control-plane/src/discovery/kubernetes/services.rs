@@ -235,23 +235,33 @@ impl Services {
     /// One registration per published (ClusterIP, port). A ClusterIP two Services claim
     /// is published only if both resolve to the same identity.
     pub(super) fn registrations(&self) -> impl Iterator<Item = Registration> + '_ {
-        self.published().map(|(reg, _)| reg)
+        self.published()
+            .map(|(svc, id, address, port, _)| Registration {
+                spiffe_id: id.clone(),
+                service: svc.mesh_name(),
+                address,
+                inbound_port: port,
+                app_ports: vec![port],
+                proxy_version: String::new(),
+            })
     }
 
     /// (ClusterIP, Service port) → the `targetPort` the mesh hop names, for every
     /// published Service port whose `targetPort` is another number.
     pub(super) fn hop_ports(&self) -> impl Iterator<Item = (SocketAddr, u16)> + '_ {
-        self.published().filter_map(|(reg, hop)| {
-            (hop != reg.inbound_port)
-                .then_some((SocketAddr::new(reg.address, reg.inbound_port), hop))
+        self.published().filter_map(|(_, _, address, port, hop)| {
+            (hop != port).then_some((SocketAddr::new(address, port), hop))
         })
     }
 
-    /// Every published registration with the port its hop names.
-    fn published(&self) -> impl Iterator<Item = (Registration, u16)> + '_ {
+    /// Every published (ClusterIP, Service port): its Service, identity, address, port
+    /// and the port its hop names.
+    fn published(
+        &self,
+    ) -> impl Iterator<Item = (&KubernetesService, &SpiffeId, IpAddr, u16, u16)> + '_ {
         self.services.iter().flat_map(move |(key, svc)| {
             let id = match self.backing.get(key) {
-                Some(Backing::One(id)) => Some(id.clone()),
+                Some(Backing::One(id)) => Some(id),
                 _ => None,
             };
             let targets = self.targets.get(key);
@@ -264,20 +274,9 @@ impl Services {
                     })
                 })
                 .flat_map(move |ip| {
-                    let id = id.clone();
                     svc.ports.iter().filter_map(move |port| {
                         let hop = *targets?.get(port)?.as_ref().ok()?;
-                        Some((
-                            Registration {
-                                spiffe_id: id.clone()?,
-                                service: svc.mesh_name(),
-                                address: *ip,
-                                inbound_port: *port,
-                                app_ports: vec![*port],
-                                proxy_version: String::new(),
-                            },
-                            hop,
-                        ))
+                        Some((svc, id?, *ip, *port, hop))
                     })
                 })
         })
