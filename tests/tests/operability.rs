@@ -64,12 +64,11 @@ fn check(cp: &ControlPlane) -> (i32, String) {
     )
 }
 
-#[test]
-fn check_passes_on_a_healthy_mesh_and_metrics_show_issuance() {
-    let cp = ControlPlane::start(CpOptions::default()).unwrap();
+/// A proxy with web's identity, enrolled through `cp` and ready.
+fn ready_web(cp: &ControlPlane) -> Proxy {
     let token = cp.create_token(WEB, 1, "5m").unwrap();
     let p = Proxy::start(
-        &cp,
+        cp,
         ProxyOptions {
             token: Some(token),
             ..Default::default()
@@ -77,6 +76,14 @@ fn check_passes_on_a_healthy_mesh_and_metrics_show_issuance() {
     )
     .unwrap();
     p.wait_ready(Duration::from_secs(20)).unwrap();
+    p
+}
+
+#[test]
+fn check_passes_on_a_healthy_mesh_and_metrics_show_issuance() {
+    let cp = ControlPlane::start(CpOptions::default()).unwrap();
+    // Kept running: `check` and `workloads` count it as connected.
+    let _proxy = ready_web(&cp);
     // A refused request to count.
     let _ = cp.ctl(&["token", "revoke", "nope"]);
     let (code, out) = check(&cp);
@@ -165,16 +172,7 @@ fn check_fails_when_the_issuer_expires_within_14_days() {
     );
 
     // The external issuer still signs: proxies get certificates chaining to its root.
-    let token = cp.create_token(WEB, 1, "5m").unwrap();
-    let proxy = Proxy::start(
-        &cp,
-        ProxyOptions {
-            token: Some(token),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    proxy.wait_ready(Duration::from_secs(20)).unwrap();
+    ready_web(&cp);
 }
 
 /// Sends one raw HTTP/1.1 request to `addr` and returns the status code.
@@ -201,16 +199,7 @@ fn raw_status(addr: std::net::SocketAddr, method: &str, path: &str) -> u16 {
 #[test]
 fn the_admin_port_cannot_shut_the_proxy_down() {
     let cp = ControlPlane::start(CpOptions::default()).unwrap();
-    let token = cp.create_token(WEB, 1, "5m").unwrap();
-    let p = Proxy::start(
-        &cp,
-        ProxyOptions {
-            token: Some(token),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    p.wait_ready(Duration::from_secs(20)).unwrap();
+    let p = ready_web(&cp);
     for path in ["/shutdown", "/quitquitquit", "/drain", "/live", "/ready"] {
         for method in ["POST", "PUT", "DELETE"] {
             assert_eq!(
