@@ -18,12 +18,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ferrule_tests::apps::{AppServer, Behaviour, echo_roundtrip};
+use ferrule_tests::explicit::{API, WEB};
 use ferrule_tests::netns::{NetNs, bridge};
 use ferrule_tests::process::{free_port, wait_for};
 use ferrule_tests::{ControlPlane, CpOptions, Proxy, ProxyOptions};
 
-const WEB: &str = "spiffe://demo.local/ns/default/sa/web";
-const API: &str = "spiffe://demo.local/ns/default/sa/api";
 const CP_PORT: u16 = 8443;
 
 /// `ferrule_proxy_control_plane_connected` of `p`.
@@ -112,12 +111,7 @@ fn a_partitioned_control_plane_leaves_the_mesh_serving_and_it_resyncs_after() {
     let rules = format!(
         "table inet partition {{\n chain in {{ type filter hook input priority 0; iifname \"{br}\" tcp dport {CP_PORT} drop; }}\n chain out {{ type filter hook output priority 0; oifname \"{br}\" tcp sport {CP_PORT} drop; }}\n}}\n"
     );
-    let mut nft = cp_ns.command("nft");
-    nft.args(["-f", "-"]).stdin(std::process::Stdio::piped());
-    let mut child = nft.spawn().unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
-    drop(child.stdin.take());
-    assert!(child.wait().unwrap().success(), "nft rules");
+    cp_ns.run("nft", [rules]).unwrap();
 
     // Both proxies notice (keepalive), and the mesh keeps working meanwhile.
     for p in [&api, &web] {
