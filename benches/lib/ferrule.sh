@@ -4,7 +4,8 @@
 # the shared run.sh's measurement functions), plus Ferrule-only tests:
 #   ferrule-tcp   pair in explicit mode, opaque port
 #   ferrule-http  same pair with the port declared `protocol: http`
-#   plain-relay   two plain-TCP relays on the proxy's copy loop, no TLS: a reference (lib/relay.sh)
+#   floor-relay   two blocking thread-per-direction relays, no TLS: the floor of any user-space pair
+#   plain-relay   (RELAY_CONFIGS) two plain-TCP relays on the proxy's copy loop, no TLS (lib/relay.sh)
 #   ferrule-idle  memory per idle established connection (1,000 and 10,000 through the pair)
 #   ferrule-cp    certificates issued per second by the control plane (Certify, join tokens), and
 #                 policy propagation: ApplyPolicies -> enforcement through a real pair, and -> 1 / 100 /
@@ -49,7 +50,7 @@ source lib/measure.sh
 # cycles through a real pair first. A change that misses a proxy for PROPAGATE_TIMEOUT s fails it.
 : "${FERRULE_PROPAGATE:=1}"; : "${PROPAGATE_COUNTS:=1 100 1000}"; : "${PROPAGATE_CHANGES:=20}"
 : "${PROPAGATE_SECONDS:=5}"; : "${PROPAGATE_CYCLES:=10}"; : "${PROPAGATE_TIMEOUT:=10}"; : "${PROPAGATE_MAX_SECONDS:=150}"
-: "${FERRULE_PHYSICAL:=1}"; : "${PHYS_SPEED_SECONDS:=1}"; : "${PHYS_IPERF_SECONDS:=5}"
+: "${FERRULE_PHYSICAL:=1}"; : "${PHYS_SPEED_SECONDS:=1}"; : "${PHYS_IPERF_SECONDS:=3}"
 : "${PROXY_WRAPPER:=}"          # command prefix for the proxies (profile.sh: valgrind/perf)
 : "${F_BASE_PORT:=22000}"    # ports F_BASE+6..F_BASE+201 and F_BASE+443 on 127.0.0.1
 : "${BIN_DIR:=$HERE/../target/x86_64-unknown-linux-gnu/release}"
@@ -581,7 +582,7 @@ if [[ ${FERRULE_UP:-0} == 1 ]]; then   # development: a pair to poke at, for FER
   sleep "$FERRULE_UP_SECONDS" & wait $!; stop_all; exit 0
 fi
 for c in $FERRULE_CONFIGS; do run_ferrule_config "$c"; done
-if [[ $FERRULE_RELAY == 1 ]]; then run_relay; fi
+if [[ $FERRULE_RELAY == 1 ]]; then for c in $RELAY_CONFIGS; do run_relay "$c"; done; fi
 if [[ $FERRULE_IDLE == 1 ]]; then run_idle; fi
 if [[ $FERRULE_CERTIFY == 1 ]]; then run_certify; fi
 if [[ $FERRULE_PROPAGATE == 1 ]]; then run_propagate; fi   # a failure is logged and in results.tsv

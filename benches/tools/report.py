@@ -14,7 +14,14 @@ import csv, os, re, sys
 from collections import OrderedDict
 
 FOREIGN_MAX = float(os.environ.get("FOREIGN_MAX", "10"))
-ORDER = ["direct", "envoy-tcp", "envoy-http", "haproxy-tcp", "ferrule-tcp", "ferrule-http", "plain-relay"]
+ORDER = ["direct", "envoy-tcp", "envoy-http", "haproxy-tcp", "ferrule-tcp", "ferrule-http", "floor-relay", "plain-relay"]
+# Reference pairs without TLS (lib/relay.sh), first present wins the targets table's column:
+# (column header, verdict note when it misses a target Ferrule misses, when only it misses).
+REFS = OrderedDict([
+    ("floor-relay", ("floor relay pair (no TLS, blocking)",
+                     "unreachable here: even the floor relay misses it", "the floor relay misses it")),
+    ("plain-relay", ("plain relay pair (no TLS)", "the plain relay misses it too", "the plain relay misses it")),
+])
 HEADLINE = [
     ("lat500.p50_ms", "latency @500 rps p50 (ms)"), ("lat500.p90_ms", "latency @500 rps p90 (ms)"),
     ("lat500.p99_ms", "latency @500 rps p99 (ms)"), ("lat500.p999_ms", "latency @500 rps p99.9 (ms)"),
@@ -124,21 +131,24 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
 
     # ------------------------------------------------------------------ targets
     P("\n## Targets (issue “Benchmarks”): Ferrule vs Envoy on this machine\n")
-    # plain-relay: two plain-TCP relays on the proxy's copy loop (no TLS), chained like the pair
-    # (lib/relay.sh). Leaner TLS alone is unlikely to meet a target that even it misses; it is not
-    # a lower bound, though (the pooled hop batches more per system call and can beat it).
-    P("| target | envoy-tcp | ferrule-tcp | ferrule-http | plain relay pair (no TLS) | required (ferrule-tcp) | met? |")
+    # The reference relay pair (lib/relay.sh): floor-relay (blocking, a thread per direction, no
+    # TLS: the least a sleeping user-space relay does per message) bounds from below what any
+    # user-space proxy pair achieves here; plain-relay (the proxy's copy loop, no TLS) is not a
+    # lower bound (the pooled hop batches more per system call and can beat it).
+    ref = next((c for c in REFS if any(k[0] == c for k in vals)), "floor-relay")
+    ref_head, ref_both, ref_only = REFS[ref]
+    P(f"| target | envoy-tcp | ferrule-tcp | ferrule-http | {ref_head} | required (ferrule-tcp) | met? |")
     P("|---|---:|---:|---:|---:|---:|:---:|")
     targets_met = []
 
     def add(label, ev, fv, hv, req_txt, ok, m=None, rv=None, relay_ok=None):
         s = "n/a" if ok is None else ("yes" if ok else "**no**")
         if relay_ok is False:
-            s += " (the plain relay misses it too)" if ok is False else " (the plain relay misses it)"
+            s += f" ({ref_both})" if ok is False else f" ({ref_only})"
         targets_met.append((label, ok))
         fl = (lambda c: "*" if m and flagged(c, m) else "")
         P(f"| {label} | {fmt(ev)}{fl('envoy-tcp')} | {fmt(fv)}{fl('ferrule-tcp')} | {fmt(hv)}{fl('ferrule-http')} | "
-          f"{fmt(rv)}{fl('plain-relay')} | {req_txt} | {s} |")
+          f"{fmt(rv)}{fl(ref)} | {req_txt} | {s} |")
 
     for rate in ("500", "2000"):
         for p in ("p50", "p99"):
@@ -150,34 +160,38 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
             df = (g("ferrule-tcp", m) or float("nan")) - d
             dh = (g("ferrule-http", m) or float("nan")) - d if g("ferrule-http", m) is not None else None
             ok = None if de != de or df != df else df <= 0.5 * de
-            dr = g("plain-relay", m) - d if g("plain-relay", m) is not None else None
+            dr = g(ref, m) - d if g(ref, m) is not None else None
             fok = None if dr is None or de != de else dr <= 0.5 * de
             add(f"latency added over direct @{rate} rps {p} (ms)", de, df, dh, f"≤ {fmt(0.5 * de)} (½ Envoy's)", ok, m, dr, fok)
     for m, label in (("wrk.max_rps", "closed-loop req/s (wrk)"), ("conn.new_conn_rps", "new connections/s"),
                      ("iperf_P1.gbit_s", "bulk iperf3 1 stream (Gbit/s)"), ("iperf_P4.gbit_s", "bulk iperf3 4 streams (Gbit/s)"),
                      ("bulk_http.gbit_s", "bulk 1 GiB HTTP download (Gbit/s)")):
-        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("plain-relay", m)
+        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
+        # Closed loop: the pooled hop batches many connections' requests per system call, so the
+        # relay's rate is no bound for it; shown, not judged.
+        bound = m != "wrk.max_rps"
         add(label, e, f, h, f"≥ {fmt(1.5 * e) if e else '-'} (1.5× Envoy)", None if not e or f is None else f >= 1.5 * e, m,
-            r, None if not e or r is None else r >= 1.5 * e)
+            r, None if not bound or not e or r is None else r >= 1.5 * e)
     for m, label in (("rss_idle.pair", "idle RSS of the pair (MiB)"), ("anon_idle.pair", "idle RssAnon of the pair (MiB, informational)")):
         e, f, h = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m)
         ok = None if e is None or f is None else f <= 0.25 * e
         add(label, e, f, h, f"≤ {fmt(0.25 * e) if e else '-'} (¼ Envoy's)", ok)
     for rate in ("500", "2000"):
         m = f"lat{rate}.proxy_vcpu_per_1krps_pair"
-        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("plain-relay", m)
+        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
         add(f"pair vCPU per 1000 req/s @{rate} rps", e, f, h, f"≤ {fmt(0.5 * e) if e else '-'} (½ Envoy's)",
             None if e is None or f is None else f <= 0.5 * e, m, r, None if e is None or r is None else r <= 0.5 * e)
     for m, label in (("wrk.pair_cpu_us_per_req", "pair CPU per request at max load (µs, wrk; informational)"),):
-        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("plain-relay", m)
+        e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
+        # At max load the same batching applies: the relay's CPU per request is no bound; not judged.
         add(label, e, f, h, f"≤ {fmt(0.5 * e) if e else '-'} (½ Envoy's)", None if e is None or f is None else f <= 0.5 * e, m,
-            r, None if e is None or r is None else r <= 0.5 * e)
+            r, None)
     aes = g("physical", "aes_256_gcm.16k_gbit_s")
     lo = g("physical", "loopback_iperf_P1.gbit_s") or g("direct", "iperf_P1.gbit_s")
     if aes or lo:
         limit = min(x for x in (aes, lo) if x)
         for m, label in (("iperf_P1.gbit_s", "bulk iperf3 1 stream vs physical limit"), ("bulk_http.gbit_s", "bulk HTTP download vs physical limit")):
-            e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g("plain-relay", m)
+            e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
             add(label + f" (limit {fmt(limit)} Gbit/s = min(AES-256-GCM 16 KiB/core {fmt(aes)}, loopback iperf3 {fmt(lo)}))",
                 e, f, h, f"≥ {fmt(limit / 2)} (within 2×)", None if f is None else f >= limit / 2, m,
                 r, None if r is None else r >= limit / 2)

@@ -9,7 +9,14 @@
 //! what they add over a direct connection is what moving the bytes through two user-space
 //! processes costs on this machine. Not a lower bound for a pair: the pooled hop batches
 //! more per system call and can beat it (it did on closed-loop throughput).
-//! `benches/run.sh` measures them as the `plain-relay` configuration.
+//! `benches/run.sh` measures them as the `plain-relay` configuration (opt-in).
+//!
+//! `--threads`: the *floor relay* (`floor-relay`, measured by default). Blocking sockets,
+//! one OS thread per direction of each connection, a 256 KiB buffer: per message the
+//! woken thread's `read` returns and it makes one `write`, the fewest system calls and
+//! wake-ups any relay that sleeps between messages can make (no `epoll_wait`, no
+//! `EAGAIN` read, no runtime, no TLS). A target that two of these chained miss on this
+//! machine cannot be met by a pair of user-space proxies that also decrypt and encrypt.
 
 use std::net::SocketAddr;
 
@@ -19,12 +26,15 @@ use ferrule_benches::relay::{listen as listen_on, serve};
 
 #[derive(Debug, Parser)]
 #[command(
-    about = "Plain-TCP relay using Ferrule's copy loop (a reference without TLS, not a lower bound)"
+    about = "Plain-TCP relay without TLS: Ferrule's copy loop, or (--threads) the floor relay"
 )]
 struct Args {
     /// `LISTEN=CONNECT`, e.g. `127.0.0.1:8000=127.0.0.1:8080`; repeatable.
     #[arg(long = "route", value_parser = parse_route, required = true)]
     routes: Vec<(SocketAddr, SocketAddr)>,
+    /// The floor relay: blocking sockets, one thread per direction (see the module docs).
+    #[arg(long)]
+    threads: bool,
 }
 
 fn parse_route(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
@@ -37,6 +47,9 @@ fn parse_route(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.threads {
+        return floor::run(&args.routes);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,4 +65,92 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         })
+}
+
+/// The floor relay: blocking I/O, a thread per direction.
+mod floor {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+    use std::thread;
+
+    use anyhow::Context;
+
+    /// Bytes per `read`: larger than a socket's default receive window step, so a bulk
+    /// transfer is never limited by the buffer.
+    const BUF: usize = 256 * 1024;
+    /// Each relay thread does one blocking loop; no deep recursion, small stacks.
+    const STACK: usize = 64 * 1024;
+
+    pub fn run(routes: &[(SocketAddr, SocketAddr)]) -> anyhow::Result<()> {
+        let mut acceptors = Vec::new();
+        for &(listen, connect) in routes {
+            let listener =
+                TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+            acceptors.push(thread::spawn(move || accept_loop(listener, connect)));
+        }
+        for a in acceptors {
+            a.join()
+                .map_err(|_| anyhow::anyhow!("an accept thread panicked"))?;
+        }
+        Ok(())
+    }
+
+    fn accept_loop(listener: TcpListener, connect: SocketAddr) {
+        loop {
+            let client = match listener.accept() {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    eprintln!("floor relay: accept: {e}");
+                    thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let server = match TcpStream::connect(connect) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("floor relay: connecting to {connect}: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = spawn_pair(client, server) {
+                eprintln!("floor relay: {e:#}");
+            }
+        }
+    }
+
+    fn spawn_pair(client: TcpStream, server: TcpStream) -> anyhow::Result<()> {
+        client.set_nodelay(true)?;
+        server.set_nodelay(true)?;
+        let (c2, s2) = (client.try_clone()?, server.try_clone()?);
+        for (from, to) in [(client, server), (s2, c2)] {
+            thread::Builder::new()
+                .stack_size(STACK)
+                .spawn(move || pump(from, to))
+                .context("spawning a relay thread")?;
+        }
+        Ok(())
+    }
+
+    /// Copies `from` to `to` until EOF (then half-closes `to`) or an error (then shuts
+    /// both down, so the other direction ends too).
+    fn pump(mut from: TcpStream, mut to: TcpStream) {
+        let mut buf = vec![0u8; BUF];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => {
+                    let _ = to.shutdown(Shutdown::Write);
+                    return;
+                }
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = from.shutdown(Shutdown::Both);
+        let _ = to.shutdown(Shutdown::Both);
+    }
 }
