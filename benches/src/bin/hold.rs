@@ -256,13 +256,20 @@ async fn phase(
     }
     per_conn("pair", pair_rss, pair_anon, pair_held);
 
-    // Close everything and let the proxies notice (their fds go back to the base).
+    // Close everything and let the proxies notice: their fds go back to the base, or (pooled
+    // mesh connections opened during the burst stay in the pool) stop falling for a second.
     drop(clients);
     held.lock().await.clear();
     let t1 = Instant::now();
+    let (mut last, mut since) = (Vec::new(), Instant::now());
     while t1.elapsed() < Duration::from_secs(20) {
         let fds: Vec<usize> = args.pids.iter().map(|&p| fd_count(p)).collect();
         if fds.iter().zip(base_fds).all(|(f, b)| *f <= *b + 2) {
+            break;
+        }
+        if fds != last {
+            (last, since) = (fds, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(1) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
