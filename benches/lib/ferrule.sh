@@ -27,7 +27,8 @@ source lib/common.sh
 # shellcheck source=lib/measure.sh
 source lib/measure.sh
 
-# ---------------------------------------------------------------- knobs (same names/defaults as the shared run.sh)
+# ---------------------------------------------------------------- knobs (same names/defaults as the shared run.sh;
+# benches/run.sh exports its shorter durations, so these defaults apply only when run alone)
 : "${RATES:=500 2000}"; : "${LAT_SECONDS:=20}"; : "${LAT_CONNS:=16}"
 : "${WRK_SECONDS:=15}"; : "${WRK_THREADS:=2}"; : "${WRK_CONNS:=64}"
 : "${CONN_SECONDS:=10}"; : "${CONN_CONNS:=16}"

@@ -19,8 +19,9 @@ ORDER = ["direct", "envoy-tcp", "envoy-http", "haproxy-tcp", "ferrule-tcp", "fer
 # (column header, verdict note when it misses a target Ferrule misses, when only it misses).
 REFS = OrderedDict([
     ("floor-relay", ("floor relay pair (no TLS, blocking)",
-                     "unreachable here: even the floor relay misses it", "the floor relay misses it")),
-    ("plain-relay", ("plain relay pair (no TLS)", "the plain relay misses it too", "the plain relay misses it")),
+                     "unreachable here: even a blocking read/write relay misses it by over 20 %",
+                     "bound violated: the floor relay misses it, noise?")),
+    ("plain-relay", ("plain relay pair (no TLS)", "the plain relay misses it by over 20 % too", "the plain relay misses it")),
 ])
 HEADLINE = [
     ("lat500.p50_ms", "latency @500 rps p50 (ms)"), ("lat500.p90_ms", "latency @500 rps p90 (ms)"),
@@ -141,7 +142,18 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
     P("|---|---:|---:|---:|---:|---:|:---:|")
     targets_met = []
 
+    def floor_verdict(rv, req, higher):
+        """True if the floor relay meets the requirement; False only if it misses it by more than
+        20 % (a clear miss: the target is out of reach of any user-space relay pair here); None
+        (no verdict) in between, where one run's noise decides."""
+        ok = rv >= req if higher else rv <= req
+        if ok:
+            return True
+        far = rv < req / 1.2 if higher else rv > req * 1.2
+        return False if far else None
+
     def add(label, ev, fv, hv, req_txt, ok, m=None, rv=None, relay_ok=None):
+        # relay_ok: floor_verdict's answer, or None where the relay is no bound (not judged).
         s = "n/a" if ok is None else ("yes" if ok else "**no**")
         if relay_ok is False:
             s += f" ({ref_both})" if ok is False else f" ({ref_only})"
@@ -161,7 +173,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
             dh = (g("ferrule-http", m) or float("nan")) - d if g("ferrule-http", m) is not None else None
             ok = None if de != de or df != df else df <= 0.5 * de
             dr = g(ref, m) - d if g(ref, m) is not None else None
-            fok = None if dr is None or de != de else dr <= 0.5 * de
+            fok = None if dr is None or de != de else floor_verdict(dr, 0.5 * de, higher=False)
             add(f"latency added over direct @{rate} rps {p} (ms)", de, df, dh, f"≤ {fmt(0.5 * de)} (½ Envoy's)", ok, m, dr, fok)
     for m, label in (("wrk.max_rps", "closed-loop req/s (wrk)"), ("conn.new_conn_rps", "new connections/s"),
                      ("iperf_P1.gbit_s", "bulk iperf3 1 stream (Gbit/s)"), ("iperf_P4.gbit_s", "bulk iperf3 4 streams (Gbit/s)"),
@@ -169,9 +181,10 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
         e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
         # Closed loop: the pooled hop batches many connections' requests per system call, so the
         # relay's rate is no bound for it; shown, not judged.
-        bound = m != "wrk.max_rps"
+        # Nor for 4 streams (the relay's 8 threads contend for 2 cores) or handshakes (no TLS).
+        bound = m not in ("wrk.max_rps", "iperf_P4.gbit_s", "conn.new_conn_rps")
         add(label, e, f, h, f"≥ {fmt(1.5 * e) if e else '-'} (1.5× Envoy)", None if not e or f is None else f >= 1.5 * e, m,
-            r, None if not bound or not e or r is None else r >= 1.5 * e)
+            r, None if not bound or not e or r is None else floor_verdict(r, 1.5 * e, higher=True))
     for m, label in (("rss_idle.pair", "idle RSS of the pair (MiB)"), ("anon_idle.pair", "idle RssAnon of the pair (MiB, informational)")):
         e, f, h = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m)
         ok = None if e is None or f is None else f <= 0.25 * e
@@ -180,7 +193,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
         m = f"lat{rate}.proxy_vcpu_per_1krps_pair"
         e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
         add(f"pair vCPU per 1000 req/s @{rate} rps", e, f, h, f"≤ {fmt(0.5 * e) if e else '-'} (½ Envoy's)",
-            None if e is None or f is None else f <= 0.5 * e, m, r, None if e is None or r is None else r <= 0.5 * e)
+            None if e is None or f is None else f <= 0.5 * e, m, r, None if e is None or r is None else floor_verdict(r, 0.5 * e, higher=False))
     for m, label in (("wrk.pair_cpu_us_per_req", "pair CPU per request at max load (µs, wrk; informational)"),):
         e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
         # At max load the same batching applies: the relay's CPU per request is no bound; not judged.
@@ -194,7 +207,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
             e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
             add(label + f" (limit {fmt(limit)} Gbit/s = min(AES-256-GCM 16 KiB/core {fmt(aes)}, loopback iperf3 {fmt(lo)}))",
                 e, f, h, f"≥ {fmt(limit / 2)} (within 2×)", None if f is None else f >= limit / 2, m,
-                r, None if r is None else r >= limit / 2)
+                r, None if r is None else floor_verdict(r, limit / 2, higher=True))
     met = sum(1 for _, ok in targets_met if ok)
     P(f"\n{met} of {sum(1 for _, ok in targets_met if ok is not None)} target rows met.")
 
@@ -206,8 +219,10 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
           "*growth* = RSS increase during the wave / connections; *held* = RSS with the wave open minus the pair's RSS "
           "before the first wave / connections (a later wave reuses memory the allocator kept from earlier ones, as a "
           f"long-running proxy with connection churn does). Hard fd limit here: {fmt(idle.get('idle.fd_limit'))}.\n")
-        P("| wave | connections | established | client proxy growth B/conn | server proxy growth B/conn | pair growth B/conn | pair held B/conn | pair RSS held (MiB) | pair RSS after close (MiB) |")
-        P("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        # fds still open after a wave's connections closed (pooled mesh connections; a leak if it grows).
+        has_left = any(".fds_left." in m for m in idle)
+        P("| wave | connections | established | client proxy growth B/conn | server proxy growth B/conn | pair growth B/conn | pair held B/conn | pair RSS held (MiB) | pair RSS after close (MiB) |" + (" fds left after close (client / server proxy) |" if has_left else ""))
+        P("|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|" if has_left else ""))
         def waves(prefix):
             ks = set()
             for m in idle:
@@ -215,12 +230,14 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
                 if mm:
                     ks.add((int(mm.group(1)), int(mm.group(2))))
             return sorted(ks)
+        cnt_ = lambda v: "-" if v is None else f"{v:.0f}"
         for w, n in waves("idle."):
             k = lambda s_: idle.get(f"idle.w{w}_n{n}.{s_}")
             held = (k("rss_after_mib.ferrule-out") or 0) + (k("rss_after_mib.ferrule-in") or 0)
             closed = (k("rss_closed_mib.ferrule-out") or 0) + (k("rss_closed_mib.ferrule-in") or 0)
             P(f"| {w} | {n} | {fmt(k('established'))} | {fmt(k('bytes_per_conn.ferrule-out'))} | {fmt(k('bytes_per_conn.ferrule-in'))} | "
-              f"{fmt(k('bytes_per_conn.pair'))} | {fmt(k('held_bytes_per_conn.pair'))} | {fmt(held)} | {fmt(closed)} |")
+              f"{fmt(k('bytes_per_conn.pair'))} | {fmt(k('held_bytes_per_conn.pair'))} | {fmt(held)} | {fmt(closed)} |"
+              + (f" {cnt_(k('fds_left.ferrule-out'))} / {cnt_(k('fds_left.ferrule-in'))} |" if has_left else ""))
         lw = waves("idle_local.")
         if lw:
             P("\nBaseline, the copy loop alone (`ferrule-bench-hold --local-copy`: in one process, plain TCP, "

@@ -278,6 +278,12 @@ async fn phase(
     for (i, name) in args.names.iter().enumerate() {
         let (rss, _) = mem_kb(args.pids[i])?;
         println!("{key}.rss_closed_mib.{name} {:.1}", rss as f64 / 1024.0);
+        // What is still open after the wave: pooled mesh connections (and their peers) that
+        // outlive it, or a leak if it grows wave after wave.
+        println!(
+            "{key}.fds_left.{name} {}",
+            fd_count(args.pids[i]) as i64 - base_fds[i] as i64
+        );
     }
     if established < n {
         eprintln!("# only {established} of {n} connections were established end to end");
