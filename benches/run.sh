@@ -37,8 +37,8 @@ fi
 : "${PEER_CONFIGS:=direct envoy-tcp}"      # run by the shared harness (add haproxy-tcp, envoy-http, *-nores)
 : "${SKIP_SETUP:=0}"; : "${SKIP_BUILD:=0}"
 : "${MICRO:=1}"; : "${MICRO_WARMUP:=0.5}"; : "${MICRO_SECONDS:=1}"
-# Durations: half the shared harness's defaults (20 / 15 / 10 / 10 s), so that the whole command,
-# release build included, fits in 15 minutes on this 2-core machine. Every configuration gets
+# Durations: half the shared harness's defaults (20 / 15 / 10 / 10 s), so that the whole command
+# fits in 15 minutes on this 2-core machine, first builds included (benches/README.md measures it). Every configuration gets
 # the same durations in the same run; set them back (LAT_SECONDS=20 WRK_SECONDS=15 ...) to
 # compare absolute numbers with shared/peers/reference/.
 : "${LAT_SECONDS:=10}"; : "${WRK_SECONDS:=10}"; : "${CONN_SECONDS:=5}"; : "${IPERF_SECONDS:=5}"
@@ -53,16 +53,27 @@ export RUSTFLAGS='-C target-feature=+crt-static'   # exactly the docker demo's f
 export BIN_DIR=$ROOT/target/$TARGET/release
 
 # ---------------------------------------------------------------- 1. dependencies (as the shared harness installs them)
-export PATH="$PATH:$HOME/.cargo/bin"
+CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
+export PATH="$PATH:$CARGO_BIN"
 mkdir -p "$FERRULE_BENCH_STATE"; OHA_PID=
-if [[ $SKIP_SETUP != 1 ]] && ! command -v oha >/dev/null; then
-  # oha, the shared harness's open-loop load tool, is built from source: ~4 min on this machine
-  # (v1.16 does not build without a TLS feature). Built here exactly as setup.sh would, but in the
-  # background while our release build runs (~40 s less than one after the other); setup.sh then
-  # finds it. Without our RUSTFLAGS: proc-macros cannot be built +crt-static without --target.
-  log "building oha (cargo install oha --locked) in the background"
-  # In its own process group (setsid), so that a failure or Ctrl-C here stops the whole build.
-  setsid env -u RUSTFLAGS cargo install oha --locked > "$FERRULE_BENCH_STATE/oha-install.log" 2>&1 &
+if [[ $SKIP_SETUP != 1 ]] && ! command -v oha >/dev/null && [[ ! -x $HOME/.cargo/bin/oha ]]; then
+  # oha, the shared harness's open-loop load tool, is built from source (setup.sh would run
+  # `cargo install oha --locked`). Built here in the background while our release build runs,
+  # and with native-tls (Debian's OpenSSL) instead of the default rustls on aws-lc: the harness
+  # only sends plain HTTP, and not compiling aws-lc from C saves minutes on a 2-core machine
+  # (see benches/README.md, "How long it takes"). setup.sh then finds it on PATH.
+  # Without our RUSTFLAGS: proc-macros cannot be built +crt-static without --target.
+  need=(); command -v pkg-config >/dev/null || need+=(pkg-config)
+  dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+  if ((${#need[@]})); then
+    log "installing ${need[*]} (apt) to build oha against the system OpenSSL"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2 || die "apt-get install ${need[*]} failed"
+  fi
+  log "building oha (cargo install oha --locked --no-default-features --features native-tls) in the background"
+  # setsid: its own process group, so that a Ctrl-C in the terminal does not reach it directly;
+  # the EXIT trap stops the whole group when run.sh ends early (failure or interrupt).
+  setsid env -u RUSTFLAGS cargo install oha --locked --no-default-features --features native-tls \
+    > "$FERRULE_BENCH_STATE/oha-install.log" 2>&1 &
   OHA_PID=$!
   trap '[[ -n $OHA_PID ]] && kill -- -"$OHA_PID" 2>/dev/null; true' EXIT
 fi

@@ -144,20 +144,23 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
 
     def floor_verdict(rv, req, higher):
         """True if the floor relay meets the requirement; False only if it misses it by more than
-        20 % (a clear miss: the target is out of reach of any user-space relay pair here); None
-        (no verdict) in between, where one run's noise decides."""
+        20 % of the requirement (rv < 0.8 x req where higher is better, rv > 1.2 x req where lower
+        is: a clear miss, the target is out of reach of any user-space relay pair here); None (no
+        verdict) in between, where one run's noise decides."""
         ok = rv >= req if higher else rv <= req
         if ok:
             return True
-        far = rv < req / 1.2 if higher else rv > req * 1.2
+        far = rv < req * 0.8 if higher else rv > req * 1.2
         return False if far else None
 
-    def add(label, ev, fv, hv, req_txt, ok, m=None, rv=None, relay_ok=None):
+    def add(label, ev, fv, hv, req_txt, ok, m=None, rv=None, relay_ok=None, info=False):
         # relay_ok: floor_verdict's answer, or None where the relay is no bound (not judged).
+        # info: shown with its verdict but not counted in "N of M target rows met".
         s = "n/a" if ok is None else ("yes" if ok else "**no**")
-        if relay_ok is False:
+        if relay_ok is False and ok is not None:
             s += f" ({ref_both})" if ok is False else f" ({ref_only})"
-        targets_met.append((label, ok))
+        if not info:
+            targets_met.append((label, ok))
         fl = (lambda c: "*" if m and flagged(c, m) else "")
         P(f"| {label} | {fmt(ev)}{fl('envoy-tcp')} | {fmt(fv)}{fl('ferrule-tcp')} | {fmt(hv)}{fl('ferrule-http')} | "
           f"{fmt(rv)}{fl(ref)} | {req_txt} | {s} |")
@@ -171,9 +174,13 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
             de = (g("envoy-tcp", m) or float("nan")) - d
             df = (g("ferrule-tcp", m) or float("nan")) - d
             dh = (g("ferrule-http", m) or float("nan")) - d if g("ferrule-http", m) is not None else None
-            ok = None if de != de or df != df else df <= 0.5 * de
+            # No verdict where Envoy or Ferrule "adds" nothing or less than nothing: a proxy pair
+            # cannot beat the direct connection, so that is noise, and half of it no requirement.
+            ok = None if not (de > 0 and df > 0) else df <= 0.5 * de
             dr = g(ref, m) - d if g(ref, m) is not None else None
-            fok = None if dr is None or de != de else floor_verdict(dr, 0.5 * de, higher=False)
+            # The floor relay is judged on p50 only: a p99 of one 10-second test is decided by a
+            # handful of requests, too few to call a target unreachable.
+            fok = None if dr is None or not de > 0 or p != "p50" else floor_verdict(dr, 0.5 * de, higher=False)
             add(f"latency added over direct @{rate} rps {p} (ms)", de, df, dh, f"≤ {fmt(0.5 * de)} (½ Envoy's)", ok, m, dr, fok)
     for m, label in (("wrk.max_rps", "closed-loop req/s (wrk)"), ("conn.new_conn_rps", "new connections/s"),
                      ("iperf_P1.gbit_s", "bulk iperf3 1 stream (Gbit/s)"), ("iperf_P4.gbit_s", "bulk iperf3 4 streams (Gbit/s)"),
@@ -188,7 +195,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
     for m, label in (("rss_idle.pair", "idle RSS of the pair (MiB)"), ("anon_idle.pair", "idle RssAnon of the pair (MiB, informational)")):
         e, f, h = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m)
         ok = None if e is None or f is None else f <= 0.25 * e
-        add(label, e, f, h, f"≤ {fmt(0.25 * e) if e else '-'} (¼ Envoy's)", ok)
+        add(label, e, f, h, f"≤ {fmt(0.25 * e) if e else '-'} (¼ Envoy's)", ok, info=m.startswith("anon_"))
     for rate in ("500", "2000"):
         m = f"lat{rate}.proxy_vcpu_per_1krps_pair"
         e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
@@ -198,7 +205,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
         e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
         # At max load the same batching applies: the relay's CPU per request is no bound; not judged.
         add(label, e, f, h, f"≤ {fmt(0.5 * e) if e else '-'} (½ Envoy's)", None if e is None or f is None else f <= 0.5 * e, m,
-            r, None)
+            r, None, info=True)
     aes = g("physical", "aes_256_gcm.16k_gbit_s")
     lo = g("physical", "loopback_iperf_P1.gbit_s") or g("direct", "iperf_P1.gbit_s")
     if aes or lo:
@@ -209,7 +216,8 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
                 e, f, h, f"≥ {fmt(limit / 2)} (within 2×)", None if f is None else f >= limit / 2, m,
                 r, None if r is None else floor_verdict(r, limit / 2, higher=True))
     met = sum(1 for _, ok in targets_met if ok)
-    P(f"\n{met} of {sum(1 for _, ok in targets_met if ok is not None)} target rows met.")
+    P(f"\n{met} of {sum(1 for _, ok in targets_met if ok is not None)} target rows with a verdict met "
+      "(informational rows not counted).")
 
     # ------------------------------------------------------------------ idle connections
     idle = {m: v for (c, m), v in vals.items() if c == "ferrule-idle" and m.startswith(("idle.", "idle_local."))}
@@ -222,7 +230,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
         # fds still open after a wave's connections closed (pooled mesh connections; a leak if it grows).
         has_left = any(".fds_left." in m for m in idle)
         P("| wave | connections | established | client proxy growth B/conn | server proxy growth B/conn | pair growth B/conn | pair held B/conn | pair RSS held (MiB) | pair RSS after close (MiB) |" + (" fds left after close (client / server proxy) |" if has_left else ""))
-        P("|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|" if has_left else ""))
+        P("|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if has_left else ""))
         def waves(prefix):
             ks = set()
             for m in idle:

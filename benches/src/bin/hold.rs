@@ -79,10 +79,13 @@ fn mem_kb(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:"), field("RssAnon:")))
 }
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+/// Open file descriptors of `pid`; an error (process gone, no permission) rather than 0, which
+/// would read as "every connection closed".
+fn fd_count(pid: u32) -> anyhow::Result<usize> {
+    let dir = format!("/proc/{pid}/fd");
+    Ok(std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {dir}"))?
+        .count())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,7 +132,11 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    let base_fds: Vec<usize> = args.pids.iter().map(|&p| fd_count(p)).collect();
+    let base_fds: Vec<usize> = args
+        .pids
+        .iter()
+        .map(|&p| fd_count(p))
+        .collect::<Result<_, _>>()?;
     let base_mem: Vec<(u64, u64)> = args
         .pids
         .iter()
@@ -205,7 +212,11 @@ async fn phase(
         .map(|&p| mem_kb(p))
         .collect::<Result<_, _>>()?;
     // Still established? A proxy that dropped connections would show fewer fds.
-    let fds: Vec<usize> = args.pids.iter().map(|&p| fd_count(p)).collect();
+    let fds: Vec<usize> = args
+        .pids
+        .iter()
+        .map(|&p| fd_count(p))
+        .collect::<Result<_, _>>()?;
 
     println!("{key}.requested {n}");
     println!("{key}.established {established}");
@@ -263,7 +274,11 @@ async fn phase(
     let t1 = Instant::now();
     let (mut last, mut since) = (Vec::new(), Instant::now());
     while t1.elapsed() < Duration::from_secs(20) {
-        let fds: Vec<usize> = args.pids.iter().map(|&p| fd_count(p)).collect();
+        let fds: Vec<usize> = args
+        .pids
+        .iter()
+        .map(|&p| fd_count(p))
+        .collect::<Result<_, _>>()?;
         if fds.iter().zip(base_fds).all(|(f, b)| *f <= *b + 2) {
             break;
         }
@@ -282,7 +297,7 @@ async fn phase(
         // outlive it, or a leak if it grows wave after wave.
         println!(
             "{key}.fds_left.{name} {}",
-            fd_count(args.pids[i]) as i64 - base_fds[i] as i64
+            fd_count(args.pids[i])? as i64 - base_fds[i] as i64
         );
     }
     if established < n {
