@@ -80,11 +80,15 @@ fi
 
 # ---------------------------------------------------------------- 2. release binaries (+ bench targets)
 if [[ $SKIP_BUILD != 1 ]]; then
-  log "building release binaries: RUSTFLAGS='$RUSTFLAGS' cargo build --release --target $TARGET --bins"
-  (cd "$ROOT" && cargo build --release --target "$TARGET" --bins) || die "build failed"
-  # The criterion targets in a second invocation, though it recompiles ~10 crates (~2 min cold):
-  # built together, the workspace's dev-dependency features (tokio `test-util`, whose clock
-  # reads go through the runtime's mockable clock) would be compiled into the measured binaries.
+  # The packages with binaries, selected by name: features are then resolved over exactly the
+  # graph the criterion targets below use (ferrule-benches depends on the other two), so that
+  # build reuses every shared crate (see ferrule-benches' Cargo.toml for the two it aligns).
+  pkgs=(-p ferrule-proxy -p ferrule-control-plane -p ferrule-benches)
+  log "building release binaries: RUSTFLAGS='$RUSTFLAGS' cargo build --release --target $TARGET ${pkgs[*]} --bins"
+  (cd "$ROOT" && cargo build --release --target "$TARGET" "${pkgs[@]}" --bins) || die "build failed"
+  # The criterion targets in a second invocation: built together, the workspace's dev-dependency
+  # features (tokio `test-util`, whose clock reads go through the runtime's mockable clock) would
+  # be compiled into the measured binaries. Only criterion and its own dependencies are new here.
   if [[ $MICRO == 1 ]]; then
     (cd "$ROOT" && cargo bench --target "$TARGET" -p ferrule-benches --bench copy --bench verify --bench policy --no-run) || die "building the micro-benchmarks failed"
   fi

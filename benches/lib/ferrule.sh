@@ -10,7 +10,7 @@
 #   ferrule-cp    certificates issued per second by the control plane (Certify, join tokens), and
 #                 policy propagation: ApplyPolicies -> enforcement through a real pair, and -> 1 / 100 /
 #                 1,000 connected simulated proxies (FERRULE_PROPAGATE_ONLY=1: only this, ~15 s)
-#   physical      the machine's limits (shared tools/physical.sh: openssl speed, loopback iperf3)
+#   physical      the machine's limits (lib/physical.sh: the shared tools/physical.sh's openssl speed and loopback iperf3, trimmed)
 # Appends rows (run, config, metric, value, unit) to $RESULTS_TSV for $RUN_ID. Called by run.sh.
 # Loopback only. Every load is bounded (duration flags + `timeout`). Only processes started
 # here are signalled, by PID.
@@ -357,11 +357,11 @@ run_propagate() { # policy propagation time (ferrule-bench-propagate); its exit 
   PROPAGATE_RC=$rc
 }
 
-run_physical() { # the shared tools/physical.sh (openssl speed + direct loopback iperf3), shortened
+run_physical() { # lib/physical.sh: the shared tools/physical.sh's measurements the report uses (openssl speed on 16 KiB + loopback iperf3)
   local c=physical f="$WORK/out/physical.txt" alg
-  log "=== physical limits (shared tools/physical.sh, SPEED_SECONDS=$PHYS_SPEED_SECONDS IPERF_SECONDS=$PHYS_IPERF_SECONDS) ==="
-  NICE=0 SPEED_SECONDS=$PHYS_SPEED_SECONDS IPERF_SECONDS=$PHYS_IPERF_SECONDS PORT=$P_PHYS_IPERF \
-    timeout 300 "$PEERS_DIR/tools/physical.sh" "$WORK/out/physical" > "$f" 2>&1 || log "physical.sh rc=$?"
+  log "=== physical limits (lib/physical.sh, SPEED_SECONDS=$PHYS_SPEED_SECONDS IPERF_SECONDS=$PHYS_IPERF_SECONDS) ==="
+  SPEED_SECONDS=$PHYS_SPEED_SECONDS IPERF_SECONDS=$PHYS_IPERF_SECONDS PORT=$P_PHYS_IPERF \
+    timeout 300 "$HERE/lib/physical.sh" "$WORK/out/physical" > "$f" 2>&1 || log "physical.sh rc=$?"
   for alg in AES-128-GCM AES-256-GCM ChaCha20-Poly1305; do
     emit "$c" "$(tr 'A-Z-' 'a-z_' <<< "$alg").16k_gbit_s" \
       "$(awk -v a="$alg" '$1==a{v=$NF; sub("k","",v); printf "%.2f", v*1000*8/1e9}' "$f")" Gbit/s

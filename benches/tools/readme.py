@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Fill benches/README.tmpl.md's <!-- TABLE:x --> markers with sections of results/latest.md
-(so the README's tables are exactly the command's output). Usage: readme.py TEMPLATE LATEST_MD OUT"""
+(so the README's tables are exactly the command's output), and <!-- TABLE:runs --> with RUNS_MD
+(tools/compare.py's table of several runs). Usage: readme.py TEMPLATE LATEST_MD OUT [RUNS_MD]"""
 import re, sys
 
 tmpl, latest, out = sys.argv[1:4]
@@ -15,6 +16,8 @@ keys = {
     "physical": "Physical limits",
 }
 def section(k):
+    if k == "runs":
+        return open(sys.argv[4]).read() if len(sys.argv) > 4 else "(no runs table given)\n"
     for title, body in sections.items():
         if title.startswith(keys[k]):
             return re.sub(r"(?m)^## ", "### ", body)

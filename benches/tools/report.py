@@ -314,7 +314,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
     # ------------------------------------------------------------------ physical
     phys = [(m, v) for (c, m), v in vals.items() if c == "physical"]
     if phys:
-        P("\n## Physical limits of this machine (shared tools/physical.sh, shortened)\n")
+        P("\n## Physical limits of this machine (lib/physical.sh: the shared tools/physical.sh's commands, 16 KiB blocks only)\n")
         P("| metric | value |")
         P("|---|---:|")
         for m, v in phys:
