@@ -4,9 +4,9 @@
 # propagation time, memory per idle connection, the machine's physical limits and criterion
 # micro-benchmarks.
 #
-#   benches/run.sh                         full run (~8.5 min of measurement on an idle 2-core box, plus
-#                                          the first build of oha and of Ferrule: see benches/README.md)
-#   PEER_CONFIGS="direct envoy-tcp haproxy-tcp" benches/run.sh     also HAProxy (+~2.5 min)
+#   benches/run.sh                         full run (~8–9 min of measurement on an idle 2-core box, plus
+#                                          the builds: 13 min from a fresh clone, see benches/README.md)
+#   PEER_CONFIGS="direct envoy-tcp haproxy-tcp" benches/run.sh     also HAProxy (+~1.3 min)
 #   LAT_SECONDS=5 WRK_SECONDS=5 CONN_SECONDS=3 IPERF_SECONDS=3 BULK_MB=256 BULK_REPS=1 \
 #     IDLE_COUNTS="300 1000" CERT_SECONDS=2 MICRO=0 FERRULE_PHYSICAL=0 benches/run.sh   smoke run
 #
@@ -38,7 +38,8 @@ fi
 : "${SKIP_SETUP:=0}"; : "${SKIP_BUILD:=0}"
 : "${MICRO:=1}"; : "${MICRO_WARMUP:=0.5}"; : "${MICRO_SECONDS:=1}"
 # Durations: half the shared harness's defaults (20 / 15 / 10 / 10 s), so that the whole command
-# fits in 15 minutes on this 2-core machine, first builds included (benches/README.md measures it). Every configuration gets
+# fits in 15 minutes on this 2-core machine from a fresh clone, with oha and the cargo registry in place
+# (benches/README.md measures it, and a fresh machine too). Every configuration gets
 # the same durations in the same run; set them back (LAT_SECONDS=20 WRK_SECONDS=15 ...) to
 # compare absolute numbers with shared/peers/reference/.
 : "${LAT_SECONDS:=10}"; : "${WRK_SECONDS:=10}"; : "${CONN_SECONDS:=5}"; : "${IPERF_SECONDS:=5}"

@@ -4,6 +4,8 @@
 # the shared run.sh's measurement functions), plus Ferrule-only tests:
 #   ferrule-tcp   pair in explicit mode, opaque port
 #   ferrule-http  same pair with the port declared `protocol: http`
+#   ferrule-tcp-nopool  (opt-in, FERRULE_CONFIGS) ferrule-tcp with `outbound.pool: false`: one mTLS
+#                 connection per application connection (ALPN ferrule/1), to see what pooling costs
 #   floor-relay   two blocking thread-per-direction relays, no TLS: the floor of any user-space pair
 #   plain-relay   (RELAY_CONFIGS) two plain-TCP relays on the proxy's copy loop, no TLS (lib/relay.sh)
 #   ferrule-idle  memory per idle established connection (1,000 and 10,000 through the pair)
@@ -162,6 +164,10 @@ start_ferrule() { # CONFIG
   [[ $c == ferrule-http* ]] && F_HTTP_PROTOCOL=http
   render conf/ferrule-in.yaml.tmpl "$WORK/conf/ferrule-in.yaml"
   render conf/ferrule-out.yaml.tmpl "$WORK/conf/ferrule-out.yaml"
+  if [[ $c == *-nopool ]]; then   # ferrule/1: no pooled mesh connections
+    sed -i 's/^outbound:$/outbound:\n  pool: false/' "$WORK/conf/ferrule-out.yaml"
+    grep -q '^  pool: false$' "$WORK/conf/ferrule-out.yaml" || die "could not turn pooling off in $WORK/conf/ferrule-out.yaml"
+  fi
   start_proxy ferrule-in "$WORK/conf/ferrule-in.yaml" server "$P_F_IN_ADMIN"
   wait_ready ferrule-in "$P_F_IN_ADMIN"
   start_proxy ferrule-out "$WORK/conf/ferrule-out.yaml" client "$P_F_OUT_ADMIN"

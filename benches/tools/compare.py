@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Several runs of benches/run.sh -> the issue's targets across runs, as a Markdown table.
 
-Usage: compare.py RESULTS_TSV...   (each /var/tmp/ferrule-benches/results/<run>/results.tsv)
+Usage: compare.py RESULTS_TSV...   (each /var/tmp/ferrule-benches/results/bench-<run>/results.tsv;
+       pass only full runs of benches/run.sh, not the propagation-only or smoke directories)
 
 One run is one sample on a noisy VM; benches/README.md quotes this table (every cell computed
 from the runs' raw rows, as report.py computes them) rather than hand-copied numbers. Cells:
@@ -9,6 +10,16 @@ Ferrule (ferrule-tcp) relative to Envoy (envoy-tcp), and the floor relay's in br
 latency, the milliseconds each configuration adds over direct at the same percentile.
 """
 import csv, os, sys
+
+THRESHOLDS = (0.25, 0.5, 1.5)
+
+
+def num(x):
+    """Two decimals, or three where two would round across a target's threshold (1.497 is not 1.50)."""
+    for t in THRESHOLDS:
+        if round(x, 2) == t and x != t:
+            return f"{x:.3f}"
+    return f"{x:.2f}"
 
 
 def load(path):
@@ -49,17 +60,27 @@ def main(paths):
 
     def ratio(m, floor=True):
         def f(g):
-            s = f"{g('ferrule-tcp', m) / g('envoy-tcp', m):.2f}×"
+            s = f"{num(g('ferrule-tcp', m) / g('envoy-tcp', m))}×"
             if floor:
                 try:
-                    s += f" ({g('floor-relay', m) / g('envoy-tcp', m):.2f}×)"
+                    s += f" ({num(g('floor-relay', m) / g('envoy-tcp', m))}×)"
                 except KeyError:
                     pass
             return s
         return f
 
     def added(m):
-        return lambda g: " / ".join(f"{g(c, m) - g('direct', m):+.2f}" for c in ("envoy-tcp", "ferrule-tcp", "floor-relay"))
+        def f(g):
+            cells = []
+            for c in ("envoy-tcp", "ferrule-tcp", "floor-relay"):
+                try:
+                    cells.append(f"{g(c, m) - g('direct', m):+.2f}")
+                except KeyError:
+                    if c != "floor-relay":  # the floor relay is optional (RELAY_CONFIGS)
+                        raise
+                    cells.append("-")
+            return " / ".join(cells)
+        return f
 
     for rate in ("500", "2000"):
         for p in ("p50", "p99"):
@@ -78,7 +99,11 @@ def main(paths):
     def phys(m):
         def f(g):
             lim = min(g("physical", "aes_256_gcm.16k_gbit_s"), g("physical", "loopback_iperf_P1.gbit_s"))
-            return f"{g('ferrule-tcp', m) / lim:.2f} ({g('floor-relay', m) / lim:.2f})"
+            try:
+                fl = f"{num(g('floor-relay', m) / lim)}"
+            except KeyError:  # the floor relay is optional (RELAY_CONFIGS)
+                fl = "-"
+            return f"{num(g('ferrule-tcp', m) / lim)} ({fl})"
         return f
     row("iperf3 1 stream ÷ physical limit (≥ 0.5)", phys("iperf_P1.gbit_s"))
     row("download ÷ physical limit (≥ 0.5)", phys("bulk_http.gbit_s"))

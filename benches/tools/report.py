@@ -14,7 +14,7 @@ import csv, os, re, sys
 from collections import OrderedDict
 
 FOREIGN_MAX = float(os.environ.get("FOREIGN_MAX", "10"))
-ORDER = ["direct", "envoy-tcp", "envoy-http", "haproxy-tcp", "ferrule-tcp", "ferrule-http", "floor-relay", "plain-relay"]
+ORDER = ["direct", "envoy-tcp", "envoy-http", "haproxy-tcp", "ferrule-tcp", "ferrule-http", "ferrule-tcp-nopool", "floor-relay", "plain-relay"]
 # Reference pairs without TLS (lib/relay.sh), first present wins the targets table's column:
 # (column header, verdict note when it misses a target Ferrule misses, when only it misses).
 REFS = OrderedDict([

@@ -275,10 +275,10 @@ async fn phase(
     let (mut last, mut since) = (Vec::new(), Instant::now());
     while t1.elapsed() < Duration::from_secs(20) {
         let fds: Vec<usize> = args
-        .pids
-        .iter()
-        .map(|&p| fd_count(p))
-        .collect::<Result<_, _>>()?;
+            .pids
+            .iter()
+            .map(|&p| fd_count(p))
+            .collect::<Result<_, _>>()?;
         if fds.iter().zip(base_fds).all(|(f, b)| *f <= *b + 2) {
             break;
         }
