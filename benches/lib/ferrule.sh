@@ -22,7 +22,7 @@ cd "$HERE"
 # Same priority as the shared harness gives itself (NICE=0 disables).
 : "${NICE:=-10}"
 if [[ -z ${PEERS_NICED:-} && $NICE != 0 ]] && nice -n "$NICE" true 2>/dev/null; then
-  exec nice -n "$NICE" env PEERS_NICED=1 "$0" "$@"
+  exec nice -n "$NICE" env PEERS_NICED=1 "$HERE/lib/ferrule.sh" "$@"   # $0 may be relative to the old cwd
 fi
 # shellcheck source=lib/common.sh
 source lib/common.sh
