@@ -1,10 +1,20 @@
 #!/usr/bin/env python3
 """Fill benches/README.tmpl.md's <!-- TABLE:x --> markers with sections of results/latest.md
 (so the README's tables are exactly the command's output), and <!-- TABLE:runs --> with RUNS_MD
-(tools/compare.py's table of several runs). Usage: readme.py TEMPLATE LATEST_MD OUT [RUNS_MD]"""
+(tools/compare.py's table of several runs), and <!-- TABLE:name --> with the file of a NAME=PATH
+argument. Usage: readme.py TEMPLATE LATEST_MD OUT [RUNS_MD] [NAME=PATH...]"""
 import re, sys
 
 tmpl, latest, out = sys.argv[1:4]
+extra = {}
+for a in sys.argv[4:]:
+    name, eq, path = a.partition("=")
+    if eq:
+        extra[name] = path
+    elif "runs" not in extra:
+        extra["runs"] = a
+    else:
+        sys.exit(f"readme.py: a second table without a name: {a}")
 text = open(latest).read()
 sections = {}
 for block in re.split(r"(?m)^(?=## )", text):
@@ -16,8 +26,10 @@ keys = {
     "physical": "Physical limits",
 }
 def section(k):
-    if k == "runs":
-        return open(sys.argv[4]).read() if len(sys.argv) > 4 else "(no runs table given)\n"
+    if k in extra:
+        return open(extra[k]).read()
+    if k not in keys:
+        return f"(no {k} table given)\n"
     for title, body in sections.items():
         if title.startswith(keys[k]):
             return re.sub(r"(?m)^## ", "### ", body)
