@@ -5,7 +5,7 @@
 # micro-benchmarks.
 #
 #   benches/run.sh                         full run (~8–9 min of measurement on an idle 2-core box, plus
-#                                          the builds: 13 min from a fresh clone, see benches/README.md)
+#                                          the builds: 13–14 min from a fresh clone, see benches/README.md)
 #   PEER_CONFIGS="direct envoy-tcp haproxy-tcp" benches/run.sh     also HAProxy (+~1.3 min)
 #   LAT_SECONDS=5 WRK_SECONDS=5 CONN_SECONDS=3 IPERF_SECONDS=3 BULK_MB=256 BULK_REPS=1 \
 #     IDLE_COUNTS="300 1000" CERT_SECONDS=2 MICRO=0 FERRULE_PHYSICAL=0 benches/run.sh   smoke run
