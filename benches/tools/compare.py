@@ -27,7 +27,7 @@ def load(path):
     for r in csv.DictReader(open(path), delimiter="\t"):
         try:
             v[(r["config"], r["metric"])] = float(r["value"])
-        except ValueError:
+        except (ValueError, TypeError):  # a unit row, or a short row
             pass
     for c in sorted({k[0] for k in v}):
         for name, cores, rate, scale in (

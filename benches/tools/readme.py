@@ -29,7 +29,7 @@ def section(k):
     if k in extra:
         return open(extra[k]).read()
     if k not in keys:
-        return f"(no {k} table given)\n"
+        sys.exit(f"readme.py: no table given for <!-- TABLE:{k} --> (pass {k}=PATH)")
     for title, body in sections.items():
         if title.startswith(keys[k]):
             return re.sub(r"(?m)^## ", "### ", body)
