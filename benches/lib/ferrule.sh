@@ -213,20 +213,23 @@ ferrule_sanity_check() { # CONFIG
 # User/system CPU split of the pair over a test, and CPU per unit of work. (Syscall counts come
 # from profile.sh: /proc/PID/io does not count socket send/recv, and tracing them here would slow
 # the measured pair.)
-diag_snap() { # -> "utime stime" (clock ticks, both proxies)
-  local p ut=0 st=0 b c
+diag_snap() { # -> "utime stime minflt" (clock ticks, page faults; both proxies)
+  local p ut=0 st=0 fl=0 a b c
   for p in $(proxy_pids); do
-    read -r b c < <(awk '{print $14, $15}' "/proc/$p/stat")
-    ut=$((ut + b)); st=$((st + c))
+    read -r a b c < <(awk '{print $14, $15, $10}' "/proc/$p/stat")
+    ut=$((ut + a)); st=$((st + b)); fl=$((fl + c))
   done
-  echo "$ut $st"
+  echo "$ut $st $fl"
 }
 diag_emit() { # CONFIG PREFIX "BEFORE" "AFTER" UNITS UNIT-NAME
-  local c=$1 pre=$2 units=$5 uname=$6 u0 t0 u1 t1
-  read -r u0 t0 <<< "$3"; read -r u1 t1 <<< "$4"
+  local c=$1 pre=$2 units=$5 uname=$6 u0 t0 f0 u1 t1 f1
+  read -r u0 t0 f0 <<< "$3"; read -r u1 t1 f1 <<< "$4"
   awk -v u="$units" 'BEGIN{exit !(u > 0)}' || return 0
   emit "$c" "$pre.proxy_cpu_us_per_$uname" "$(awk -v t=$((u1 - u0 + t1 - t0)) -v hz="$CLK_TCK" -v u="$units" 'BEGIN{printf "%.2f", t/hz*1e6/u}')" "us"
   emit "$c" "$pre.proxy_user_pct" "$(awk -v a=$((u1 - u0)) -v b=$((t1 - t0)) 'BEGIN{printf "%.1f", (a+b) ? 100*a/(a+b) : 0}')" "%"
+  # Minor page faults of both proxies per unit: heap memory handed back to the kernel and
+  # faulted in again (src/memory.rs) shows here.
+  emit "$c" "$pre.proxy_minflt_per_$uname" "$(awk -v f=$((f1 - f0)) -v u="$units" 'BEGIN{printf "%.2f", f/u}')" "count"
 }
 
 # ---------------------------------------------------------------- one config (mirrors the shared run_config)
@@ -438,8 +441,8 @@ run_profile() {
            units=$(awk '/receiver/{v=$5; u=$6} END{ if (u ~ /GBytes/) v*=1024; print v+0 }' "$out/$pass.$sc-load.txt") ;;  # MiB moved
     esac
     d1=$(diag_snap)
-    log "profile $pass/$sc: load output in $out/$pass.$sc-load.txt; utime/stime before/after: $d0 / $d1, units=$units"
-    echo "$pass $sc utime,stime: $d0 -> $d1; units=$units ($(case $sc in conn) echo connections;; bulk) echo MiB;; *) echo requests;; esac))" >> "$out/diag.txt"
+    log "profile $pass/$sc: load output in $out/$pass.$sc-load.txt; utime/stime/minflt before/after: $d0 / $d1, units=$units"
+    echo "$pass $sc utime,stime,minflt: $d0 -> $d1; units=$units ($(case $sc in conn) echo connections;; bulk) echo MiB;; *) echo requests;; esac))" >> "$out/diag.txt"
     ((${#perfpids[@]})) && { wait "${perfpids[@]}" || true; perfpids=(); }
     for n in "${PROXIES[@]}"; do stop_slow "$n"; done
     PROXIES=()

@@ -43,6 +43,7 @@ HEADLINE = [
     ("conn.pair_cpu_us_per_conn", "pair CPU per new connection (µs)"),
     ("iperf_P1.pair_cpu_us_per_mib", "pair CPU per MiB, iperf3 1 stream (µs)"),
     ("bulk_http.pair_cpu_us_per_mib", "pair CPU per MiB, HTTP download (µs; CPU over 3 downloads / median rate)"),
+    ("bulk_http.proxy_minflt_per_mib", "pair minor page faults per MiB, HTTP download (Ferrule)"),
     ("rss_idle.pair", "RSS idle, pair (MiB)"), ("rss_peak.pair", "RSS peak (VmHWM), pair (MiB)"),
     ("anon_idle.pair", "RssAnon idle, pair (MiB)"), ("anon_peak.pair", "RssAnon after load, pair (MiB)"),
 ]

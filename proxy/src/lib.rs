@@ -13,6 +13,7 @@
 //! | `discovery`          | which workloads are meshed and what identity they present   |
 //! | `policy`             | authorization decisions                                     |
 //! | `io`                 | the copy loop                                               |
+//! | `memory`             | heap tuning for bulk relaying (glibc trim threshold)        |
 //! | `drain`              | connection cap and graceful shutdown                        |
 //! | `admin`              | `/live`, `/ready`, `/identity`                              |
 //! | `ferrule_tls` (crate `proxy/tls`) | TLS settings and SPIFFE verification          |
@@ -29,6 +30,7 @@ pub mod identity;
 pub mod inbound;
 pub mod intercept;
 pub mod io;
+pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;

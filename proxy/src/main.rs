@@ -27,6 +27,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(64);
                 }
             };
+            // Before the runtime's threads exist (each gets its own malloc arena).
+            let heap = ferrule_proxy::memory::tune_heap();
+            tracing::debug!(
+                ?heap,
+                trim_threshold = ferrule_proxy::memory::TRIM_THRESHOLD,
+                mmap_threshold = ferrule_proxy::memory::MMAP_THRESHOLD,
+                "heap tuning"
+            );
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
