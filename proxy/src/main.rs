@@ -27,14 +27,24 @@ fn main() -> ExitCode {
                     return ExitCode::from(64);
                 }
             };
-            // Before the runtime's threads exist (each gets its own malloc arena).
-            let heap = ferrule_proxy::memory::tune_heap();
-            tracing::debug!(
-                ?heap,
-                trim_threshold = ferrule_proxy::memory::TRIM_THRESHOLD,
-                mmap_threshold = ferrule_proxy::memory::MMAP_THRESHOLD,
-                "heap tuning"
-            );
+            // SAFETY: no other thread exists yet (logging and config validation start none;
+            // the runtime is built below), as mallopt(3) requires.
+            let heap = unsafe { ferrule_proxy::memory::tune_heap() };
+            let trim = ferrule_proxy::memory::TRIM_THRESHOLD;
+            let mmap = ferrule_proxy::memory::MMAP_THRESHOLD;
+            if heap == ferrule_proxy::memory::HeapTuning::Applied {
+                tracing::debug!(
+                    ?heap,
+                    trim_threshold = trim,
+                    mmap_threshold = mmap,
+                    "heap tuning"
+                );
+            } else {
+                tracing::info!(
+                    ?heap,
+                    "heap tuning not applied in full: allocator defaults or the operator's settings"
+                );
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

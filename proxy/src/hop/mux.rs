@@ -64,6 +64,7 @@ pub const MAX_FRAME: u32 = 64 * 1024;
 
 pub mod batch;
 mod relay;
+pub use relay::BULK_READ;
 
 /// The client side's HTTP/2 settings.
 pub fn client_builder() -> h2::client::Builder {
