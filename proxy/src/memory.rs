@@ -28,7 +28,7 @@ pub const TRIM_THRESHOLD: usize = 2 * STREAM_WINDOW as usize;
 /// off glibc's adaptive thresholds), above the proxy's largest buffers.
 pub const MMAP_THRESHOLD: usize = 1 << 20;
 
-/// glibc's environment variables (older than `GLIBC_TUNABLES`) that set the same parameters.
+/// glibc's older environment variables (before `GLIBC_TUNABLES`) for its allocator's parameters.
 const MALLOC_ENV: [&str; 5] = [
     "MALLOC_TRIM_THRESHOLD_",
     "MALLOC_MMAP_THRESHOLD_",
