@@ -2,7 +2,8 @@
 """Several runs of benches/run.sh -> the issue's targets across runs, as a Markdown table.
 
 Usage: compare.py RESULTS_TSV...   (each /var/tmp/ferrule-benches/results/bench-<run>/results.tsv;
-       pass only full runs of benches/run.sh, not the propagation-only or smoke directories)
+       runs measured with other durations or sizes than most of them, e.g. smoke runs, are skipped
+       with a warning: their "ferrule measured with:" line in env.txt differs)
 
 One run is one sample on a noisy VM; benches/README.md quotes this table (every cell computed
 from the runs' raw rows, as report.py computes them) rather than hand-copied numbers. Cells:
@@ -43,7 +44,35 @@ def load(path):
     return v
 
 
+def measured_with(path):
+    """The run's "ferrule measured with:" line (its durations and sizes) from env.txt beside it."""
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(path)), "env.txt")) as f:
+            return next((line.strip() for line in f if line.startswith("ferrule measured with:")), None)
+    except OSError:
+        return None
+
+
+def comparable(paths):
+    """The runs measured like most of them: a smoke run (shorter tests) or a directory that is not
+    a full run (no env.txt line) matches `bench-*` too, and would skew the table."""
+    lines = {p: measured_with(p) for p in paths}
+    known = [l for l in lines.values() if l]
+    if not known:
+        sys.exit("compare.py: none of the runs has an env.txt with a 'ferrule measured with:' line")
+    common = max(set(known), key=known.count)
+    keep = []
+    for p in paths:
+        if lines[p] == common:
+            keep.append(p)
+        else:
+            print(f"compare.py: skipping {p}: measured with other parameters ({lines[p] or 'no env.txt line'}; "
+                  f"the others: {common})", file=sys.stderr)
+    return keep
+
+
 def main(paths):
+    paths = comparable(paths)
     runs = [(os.path.basename(os.path.dirname(os.path.abspath(p))), load(p)) for p in paths]
     P = print
     P("| target | " + " | ".join(f"`{n}`" for n, _ in runs) + " |")
