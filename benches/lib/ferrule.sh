@@ -7,6 +7,8 @@
 #   ferrule-tcp-nopool  (opt-in, FERRULE_CONFIGS) ferrule-tcp with `outbound.pool: false`: one mTLS
 #                 connection per application connection (ALPN ferrule/1), to see what pooling costs
 #   floor-relay   two blocking thread-per-direction relays, no TLS: the floor of any user-space pair
+#   tls-floor-relay  the same plus TLS 1.3 (rustls handshake with Ferrule's config, records sealed and
+#                 opened in place): the floor of any pair that encrypts in user space (lib/relay.sh)
 #   plain-relay   (RELAY_CONFIGS) two plain-TCP relays on the proxy's copy loop, no TLS (lib/relay.sh)
 #   ferrule-idle  memory per idle established connection (1,000 and 10,000 through the pair)
 #   ferrule-cp    certificates issued per second by the control plane (Certify, join tokens), and

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# References without TLS, chained like the sidecar pair (load tool -> relay-out -> relay-in ->
+# Reference relay pairs (without TLS, or with TLS done as kernel TLS would do it), chained like the sidecar pair (load tool -> relay-out -> relay-in ->
 # nginx / iperf3) and measured with the same functions as every other configuration:
 #
 # floor-relay (default): two `ferrule-bench-relay --threads`: blocking sockets, one thread per
@@ -8,7 +8,7 @@
 # below what ANY pair of user-space proxies can achieve on this machine (a TLS proxy does all of
 # it plus the cryptography); a target it misses cannot be met by such a pair here.
 #
-# plain-relay (RELAY_CONFIGS="floor-relay plain-relay"): a reference pair without TLS. Two ferrule-bench-relay processes (src/bin/relay.rs:
+# plain-relay (RELAY_CONFIGS="floor-relay tls-floor-relay plain-relay"): a reference pair without TLS. Two ferrule-bench-relay processes (src/bin/relay.rs:
 # plain TCP, the proxy's own copy loop and runtime, FERRULE_WORKERS workers) chained like the
 # sidecar pair, load tool -> relay-out -> relay-in -> nginx / iperf3, measured with the same
 # functions as every other configuration. They have the pair's hops, system calls and wake-ups
@@ -16,8 +16,14 @@
 # through two user-space processes costs here. Leaner TLS alone is unlikely to meet a target that
 # even this relay misses. It is not a lower bound: the pooled Ferrule hop batches more per system
 # call and can beat it.
+# tls-floor-relay (default): two `ferrule-bench-relay --tls`: the floor relay plus TLS 1.3, handshake by rustls
+# with Ferrule's configuration (mutual, SPIFFE IDs), then records sealed and opened in place with aws-lc
+# (src/tls_floor.rs): no copy of the data in user space (but a rare move of a partial record), no
+# allocation and no runtime per message. A target it clearly misses, a sidecar pair that encrypts in user
+# space cannot reach on this machine.
+#
 # Sourced by lib/ferrule.sh.
-: "${FERRULE_RELAY:=1}"; : "${RELAY_CONFIGS:=floor-relay}"
+: "${FERRULE_RELAY:=1}"; : "${RELAY_CONFIGS:=floor-relay tls-floor-relay}"
 RELAY_BIN=$BIN_DIR/ferrule-bench-relay
 P_R_OUT_HTTP=$((F_BASE_PORT + 140)) P_R_OUT_BULK=$((F_BASE_PORT + 141))
 P_R_IN_HTTP=$((F_BASE_PORT + 142)) P_R_IN_BULK=$((F_BASE_PORT + 143))
@@ -29,11 +35,17 @@ run_relay() {
       log "=== config $c: two floor relays (blocking, a thread per direction, no TLS) (run $RUN_ID) ===" ;;
     plain-relay)
       log "=== config $c: two plain-TCP relays on the proxy's copy loop (run $RUN_ID) ===" ;;
-    *) die "unknown relay configuration: $c (floor-relay, plain-relay)" ;;
+    tls-floor-relay)
+      log "=== config $c: two TLS floor relays (blocking, a thread per direction, TLS 1.3 sealed in place) (run $RUN_ID) ==="
+      "$RELAY_BIN" --make-certs "$WORK/tls-floor" || die "$c: writing its certificates failed"
+      mode=(--certs "$WORK/tls-floor" --tls) ;;
+    *) die "unknown relay configuration: $c (floor-relay, tls-floor-relay, plain-relay)" ;;
   esac
-  start_bg relay-in "$WORK/logs/$c-in.log" env TOKIO_WORKER_THREADS="$FERRULE_WORKERS" "$RELAY_BIN" "${mode[@]}" \
+  local in_mode=("${mode[@]}") out_mode=("${mode[@]}")
+  if [[ $c == tls-floor-relay ]]; then in_mode+=(server); out_mode+=(client); fi
+  start_bg relay-in "$WORK/logs/$c-in.log" env TOKIO_WORKER_THREADS="$FERRULE_WORKERS" "$RELAY_BIN" "${in_mode[@]}" \
     --route "127.0.0.1:$P_R_IN_HTTP=127.0.0.1:$P_UP_HTTP" --route "127.0.0.1:$P_R_IN_BULK=127.0.0.1:$P_UP_IPERF"
-  start_bg relay-out "$WORK/logs/$c-out.log" env TOKIO_WORKER_THREADS="$FERRULE_WORKERS" "$RELAY_BIN" "${mode[@]}" \
+  start_bg relay-out "$WORK/logs/$c-out.log" env TOKIO_WORKER_THREADS="$FERRULE_WORKERS" "$RELAY_BIN" "${out_mode[@]}" \
     --route "127.0.0.1:$P_R_OUT_HTTP=127.0.0.1:$P_R_IN_HTTP" --route "127.0.0.1:$P_R_OUT_BULK=127.0.0.1:$P_R_IN_BULK"
   wait_port "$P_R_IN_BULK"; wait_port "$P_R_OUT_BULK"
   FRONT_HTTP=$P_R_OUT_HTTP; FRONT_BULK=$P_R_OUT_BULK; INBOUND=""

@@ -20,3 +20,4 @@
 pub mod control;
 pub mod relay;
 pub mod stats;
+pub mod tls_floor;

@@ -14,8 +14,9 @@ import csv, os, re, sys
 from collections import OrderedDict
 
 FOREIGN_MAX = float(os.environ.get("FOREIGN_MAX", "10"))
-ORDER = ["direct", "envoy-tcp", "envoy-http", "haproxy-tcp", "ferrule-tcp", "ferrule-http", "ferrule-tcp-nopool", "floor-relay", "plain-relay"]
-# Reference pairs without TLS (lib/relay.sh), first present wins the targets table's column:
+ORDER = ["direct", "envoy-tcp", "envoy-http", "haproxy-tcp", "ferrule-tcp", "ferrule-http", "ferrule-tcp-nopool", "floor-relay", "tls-floor-relay", "plain-relay"]
+# Reference pairs without TLS (lib/relay.sh), first present wins the targets table's column
+# (the TLS floor relay, tls-floor-relay, has a column of its own):
 # (column header, verdict note when it misses a target Ferrule misses, when only it misses).
 REFS = OrderedDict([
     ("floor-relay", ("floor relay pair (no TLS, blocking)",
@@ -139,8 +140,13 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
     # lower bound (the pooled hop batches more per system call and can beat it).
     ref = next((c for c in REFS if any(k[0] == c for k in vals)), "floor-relay")
     ref_head, ref_both, ref_only = REFS[ref]
-    P(f"| target | envoy-tcp | ferrule-tcp | ferrule-http | {ref_head} | required (ferrule-tcp) | met? |")
-    P("|---|---:|---:|---:|---:|---:|:---:|")
+    # The TLS floor relay (src/tls_floor.rs: the floor relay plus TLS 1.3 sealed and opened in
+    # place after a rustls handshake with Ferrule's configuration) bounds a user-space *mTLS* pair:
+    # a target it clearly misses is out of reach of any sidecar pair that encrypts in user space.
+    tref = "tls-floor-relay" if any(k[0] == "tls-floor-relay" for k in vals) else None
+    tcol = " TLS floor relay pair (blocking, TLS in place) |" if tref else ""
+    P(f"| target | envoy-tcp | ferrule-tcp | ferrule-http | {ref_head} |{tcol} required (ferrule-tcp) | met? |")
+    P("|---|---:|---:|---:|---:|" + ("---:|" if tref else "") + "---:|:---:|")
     targets_met = []
 
     def floor_verdict(rv, req, higher):
@@ -154,17 +160,23 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
         far = rv < req * 0.8 if higher else rv > req * 1.2
         return False if far else None
 
-    def add(label, ev, fv, hv, req_txt, ok, m=None, rv=None, relay_ok=None, info=False):
+    def add(label, ev, fv, hv, req_txt, ok, m=None, rv=None, relay_ok=None, info=False, tv=None, tok=None):
+        # tv, tok: the TLS floor relay's value and floor_verdict (None: not judged).
         # relay_ok: floor_verdict's answer, or None where the relay is no bound (not judged).
         # info: shown with its verdict but not counted in "N of M target rows met".
         s = "n/a" if ok is None else ("yes" if ok else "**no**")
         if relay_ok is False and ok is not None:
             s += f" ({ref_both})" if ok is False else f" ({ref_only})"
+        elif tok is False and ok is False:
+            s += " (unreachable here for a user-space mTLS pair: the TLS floor relay misses it by over 20 %)"
+        elif tok is False and ok:
+            s += " (bound violated: the TLS floor relay misses it, noise?)"
         if not info:
             targets_met.append((label, ok))
         fl = (lambda c: "*" if m and flagged(c, m) else "")
+        tc = f" {fmt(tv)}{fl(tref)} |" if tref else ""
         P(f"| {label} | {fmt(ev)}{fl('envoy-tcp')} | {fmt(fv)}{fl('ferrule-tcp')} | {fmt(hv)}{fl('ferrule-http')} | "
-          f"{fmt(rv)}{fl(ref)} | {req_txt} | {s} |")
+          f"{fmt(rv)}{fl(ref)} |{tc} {req_txt} | {s} |")
 
     for rate in ("500", "2000"):
         for p in ("p50", "p99"):
@@ -182,17 +194,21 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
             # The floor relay is judged on p50 only: a p99 of one 10-second test is decided by a
             # handful of requests, too few to call a target unreachable.
             fok = None if dr is None or not de > 0 or p != "p50" else floor_verdict(dr, 0.5 * de, higher=False)
-            add(f"latency added over direct @{rate} rps {p} (ms)", de, df, dh, f"≤ {fmt(0.5 * de)} (½ Envoy's)", ok, m, dr, fok)
+            tv = g(tref, m) - d if tref and g(tref, m) is not None else None
+            tok = None if tv is None or not de > 0 or p != "p50" else floor_verdict(tv, 0.5 * de, higher=False)
+            add(f"latency added over direct @{rate} rps {p} (ms)", de, df, dh, f"≤ {fmt(0.5 * de)} (½ Envoy's)", ok, m, dr, fok, tv=tv, tok=tok)
     for m, label in (("wrk.max_rps", "closed-loop req/s (wrk)"), ("conn.new_conn_rps", "new connections/s"),
                      ("iperf_P1.gbit_s", "bulk iperf3 1 stream (Gbit/s)"), ("iperf_P4.gbit_s", "bulk iperf3 4 streams (Gbit/s)"),
                      ("bulk_http.gbit_s", "bulk 1 GiB HTTP download (Gbit/s)")):
         e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
         # Closed loop: the pooled hop batches many connections' requests per system call, so the
         # relay's rate is no bound for it; shown, not judged.
-        # Nor for 4 streams (the relay's 8 threads contend for 2 cores) or handshakes (no TLS).
+        # Nor for 4 streams (the relay's 8 threads contend for 2 cores) or handshakes (not measured for relays).
         bound = m not in ("wrk.max_rps", "iperf_P4.gbit_s", "conn.new_conn_rps")
+        tv = g(tref, m) if tref else None
         add(label, e, f, h, f"≥ {fmt(1.5 * e) if e else '-'} (1.5× Envoy)", None if not e or f is None else f >= 1.5 * e, m,
-            r, None if not bound or not e or r is None else floor_verdict(r, 1.5 * e, higher=True))
+            r, None if not bound or not e or r is None else floor_verdict(r, 1.5 * e, higher=True),
+            tv=tv, tok=None if not bound or not e or tv is None else floor_verdict(tv, 1.5 * e, higher=True))
     for m, label in (("rss_idle.pair", "idle RSS of the pair (MiB)"), ("anon_idle.pair", "idle RssAnon of the pair (MiB, informational)")):
         e, f, h = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m)
         ok = None if e is None or f is None else f <= 0.25 * e
@@ -201,12 +217,14 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
         m = f"lat{rate}.proxy_vcpu_per_1krps_pair"
         e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
         add(f"pair vCPU per 1000 req/s @{rate} rps", e, f, h, f"≤ {fmt(0.5 * e) if e else '-'} (½ Envoy's)",
-            None if e is None or f is None else f <= 0.5 * e, m, r, None if e is None or r is None else floor_verdict(r, 0.5 * e, higher=False))
+            None if e is None or f is None else f <= 0.5 * e, m, r, None if e is None or r is None else floor_verdict(r, 0.5 * e, higher=False),
+            tv=g(tref, m) if tref else None,
+            tok=None if e is None or not tref or g(tref, m) is None else floor_verdict(g(tref, m), 0.5 * e, higher=False))
     for m, label in (("wrk.pair_cpu_us_per_req", "pair CPU per request at max load (µs, wrk; informational)"),):
         e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
         # At max load the same batching applies: the relay's CPU per request is no bound; not judged.
         add(label, e, f, h, f"≤ {fmt(0.5 * e) if e else '-'} (½ Envoy's)", None if e is None or f is None else f <= 0.5 * e, m,
-            r, None, info=True)
+            r, None, info=True, tv=g(tref, m) if tref else None)
     aes = g("physical", "aes_256_gcm.16k_gbit_s")
     lo = g("physical", "loopback_iperf_P1.gbit_s") or g("direct", "iperf_P1.gbit_s")
     if aes or lo:
@@ -215,7 +233,9 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
             e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
             add(label + f" (limit {fmt(limit)} Gbit/s = min(AES-256-GCM 16 KiB/core {fmt(aes)}, loopback iperf3 {fmt(lo)}))",
                 e, f, h, f"≥ {fmt(limit / 2)} (within 2×)", None if f is None else f >= limit / 2, m,
-                r, None if r is None else floor_verdict(r, limit / 2, higher=True))
+                r, None if r is None else floor_verdict(r, limit / 2, higher=True),
+                tv=g(tref, m) if tref else None,
+                tok=None if not tref or g(tref, m) is None else floor_verdict(g(tref, m), limit / 2, higher=True))
     met = sum(1 for _, ok in targets_met if ok)
     P(f"\n{met} of {sum(1 for _, ok in targets_met if ok is not None)} target rows with a verdict met "
       "(informational rows not counted).")

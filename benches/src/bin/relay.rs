@@ -17,16 +17,24 @@
 //! wake-ups any relay that sleeps between messages can make (no `epoll_wait`, no
 //! `EAGAIN` read, no runtime, no TLS). A target that two of these chained miss on this
 //! machine cannot be met by a pair of user-space proxies that also decrypt and encrypt.
+//!
+//! `--tls client|server --certs DIR`: the *TLS floor relay* (`tls-floor-relay`): the floor
+//! relay plus TLS 1.3 records sealed and opened in place after a rustls handshake with
+//! Ferrule's configuration (`ferrule_benches::tls_floor`). `--make-certs DIR` writes its
+//! certificates.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
+use std::path::PathBuf;
+
 use ferrule_benches::relay::{listen as listen_on, serve};
+use ferrule_benches::tls_floor::{self, Role};
 
 #[derive(Debug, Parser)]
 #[command(
-    about = "Plain-TCP relay without TLS: Ferrule's copy loop, or (--threads) the floor relay"
+    about = "Reference relays: plain TCP on Ferrule's copy loop, (--threads) the floor relay, or (--tls) the TLS floor relay"
 )]
 struct Args {
     /// `LISTEN=CONNECT`, e.g. `127.0.0.1:8000=127.0.0.1:8080`; repeatable.
@@ -35,6 +43,21 @@ struct Args {
     /// The floor relay: blocking sockets, one thread per direction (see the module docs).
     #[arg(long)]
     threads: bool,
+    /// The TLS floor relay (`ferrule_benches::tls_floor`) in this role: `client`
+    /// (accepts plaintext, dials TLS) or `server` (accepts TLS, dials plaintext).
+    #[arg(long, value_parser = parse_role, requires = "certs")]
+    tls: Option<Role>,
+    /// The TLS floor relay's certificates (written by `--make-certs`).
+    #[arg(long)]
+    certs: Option<PathBuf>,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s {
+        "client" => Ok(Role::Client),
+        "server" => Ok(Role::Server),
+        _ => Err(format!("{s:?}: expected client or server")),
+    }
 }
 
 fn parse_route(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
@@ -46,7 +69,15 @@ fn parse_route(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `ferrule-bench-relay --make-certs DIR`: the TLS floor relay pair's certificates.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.len() == 3 && argv[1] == "--make-certs" {
+        return tls_floor::make_certs(std::path::Path::new(&argv[2]));
+    }
     let args = Args::parse();
+    if let (Some(role), Some(certs)) = (args.tls, &args.certs) {
+        return tls_floor::run(&args.routes, role, certs);
+    }
     if args.threads {
         return floor::run(&args.routes);
     }
