@@ -1,6 +1,6 @@
 //! A plain-TCP relay on the proxy's copy loop, and listeners for bursts: what
 //! `ferrule-bench-relay` (the `plain-relay` pair) and `ferrule-bench-hold --local-copy`
-//! (the copy-loop baseline) share.
+//! (the copy-loop baseline) share, and the blocking relays' serving loop.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -50,4 +50,43 @@ pub async fn serve(listener: TcpListener, connect: SocketAddr) {
             let _ = ferrule_proxy::io::copy_bidirectional(client, server, None).await;
         });
     }
+}
+
+/// The blocking relays' serving loop (the floor relays, `ferrule-bench-relay --threads` and
+/// `--tls`): binds every route (`LISTEN=CONNECT`), then accepts forever on one thread per
+/// route and hands each connection, with the route's target, to `handle` on that thread.
+/// Accept errors are reported on stderr (prefixed `name`) and serving goes on.
+pub fn serve_blocking<F>(
+    routes: &[(SocketAddr, SocketAddr)],
+    name: &'static str,
+    handle: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(std::net::TcpStream, SocketAddr) + Clone + Send + 'static,
+{
+    use anyhow::Context;
+    let mut acceptors = Vec::new();
+    for &(listen, connect) in routes {
+        let listener =
+            std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+        let handle = handle.clone();
+        acceptors.push(std::thread::spawn(move || {
+            loop {
+                match listener.accept() {
+                    Ok((c, _)) => handle(c, connect),
+                    Err(e) => {
+                        eprintln!("{name}: accept: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        }));
+    }
+    // The accept threads never return; only a panic ends one.
+    for a in acceptors {
+        if a.join().is_err() {
+            anyhow::bail!("an accept thread panicked");
+        }
+    }
+    Ok(())
 }

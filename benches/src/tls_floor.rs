@@ -26,7 +26,7 @@
 //! floor relay, so a length-checking application is what notices a broken transfer).
 
 use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
@@ -162,31 +162,7 @@ fn config(role: Role, dir: &Path) -> anyhow::Result<Config> {
 /// ([`make_certs`]).
 pub fn run(routes: &[(SocketAddr, SocketAddr)], role: Role, dir: &Path) -> anyhow::Result<()> {
     let config = Arc::new(config(role, dir)?);
-    let mut acceptors = Vec::new();
-    for &(listen, connect) in routes {
-        let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
-        let config = config.clone();
-        acceptors.push(thread::spawn(move || {
-            accept_loop(listener, connect, config)
-        }));
-    }
-    for a in acceptors {
-        a.join()
-            .map_err(|_| anyhow::anyhow!("an accept thread panicked"))?;
-    }
-    Ok(())
-}
-
-fn accept_loop(listener: TcpListener, connect: SocketAddr, config: Arc<Config>) {
-    loop {
-        let accepted = match listener.accept() {
-            Ok((c, _)) => c,
-            Err(e) => {
-                eprintln!("tls floor relay: accept: {e}");
-                thread::sleep(std::time::Duration::from_millis(10));
-                continue;
-            }
-        };
+    crate::relay::serve_blocking(routes, "tls floor relay", move |accepted, connect| {
         let config = config.clone();
         let spawned = thread::Builder::new().stack_size(STACK).spawn(move || {
             if let Err(e) = open(accepted, connect, &config) {
@@ -196,7 +172,7 @@ fn accept_loop(listener: TcpListener, connect: SocketAddr, config: Arc<Config>) 
         if let Err(e) = spawned {
             eprintln!("tls floor relay: spawning a thread: {e}");
         }
-    }
+    })
 }
 
 /// Dials, handshakes, and starts the two directions of one connection.

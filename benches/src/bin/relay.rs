@@ -101,10 +101,11 @@ fn main() -> anyhow::Result<()> {
 /// The floor relay: blocking I/O, a thread per direction.
 mod floor {
     use std::io::{ErrorKind, Read, Write};
-    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+    use std::net::{Shutdown, SocketAddr, TcpStream};
     use std::thread;
 
     use anyhow::Context;
+    use ferrule_benches::relay::serve_blocking;
 
     /// Bytes per `read`: larger than a socket's default receive window step, so a bulk
     /// transfer is never limited by the buffer.
@@ -113,40 +114,18 @@ mod floor {
     const STACK: usize = 64 * 1024;
 
     pub fn run(routes: &[(SocketAddr, SocketAddr)]) -> anyhow::Result<()> {
-        let mut acceptors = Vec::new();
-        for &(listen, connect) in routes {
-            let listener =
-                TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
-            acceptors.push(thread::spawn(move || accept_loop(listener, connect)));
-        }
-        for a in acceptors {
-            a.join()
-                .map_err(|_| anyhow::anyhow!("an accept thread panicked"))?;
-        }
-        Ok(())
-    }
-
-    fn accept_loop(listener: TcpListener, connect: SocketAddr) {
-        loop {
-            let client = match listener.accept() {
-                Ok((c, _)) => c,
-                Err(e) => {
-                    eprintln!("floor relay: accept: {e}");
-                    thread::sleep(std::time::Duration::from_millis(10));
-                    continue;
-                }
-            };
+        serve_blocking(routes, "floor relay", |client, connect| {
             let server = match TcpStream::connect(connect) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("floor relay: connecting to {connect}: {e}");
-                    continue;
+                    return;
                 }
             };
             if let Err(e) = spawn_pair(client, server) {
                 eprintln!("floor relay: {e:#}");
             }
-        }
+        })
     }
 
     fn spawn_pair(client: TcpStream, server: TcpStream) -> anyhow::Result<()> {
