@@ -62,18 +62,22 @@ if [[ $SKIP_SETUP != 1 ]] && ! command -v oha >/dev/null && [[ ! -x $HOME/.cargo
   # `cargo install oha --locked`). Built here in the background while our release build runs,
   # and with native-tls (Debian's OpenSSL) instead of the default rustls on aws-lc: the harness
   # only sends plain HTTP, and not compiling aws-lc from C saves minutes on a 2-core machine
-  # (see benches/README.md, "How long it takes"). setup.sh then finds it on PATH.
+  # (see benches/README.md, "How long it takes"). Likewise it links Debian's SQLite (oha can
+  # save results to a database, which the harness never asks for) instead of compiling the
+  # bundled sqlite3.c, about a minute of one core: LIBSQLITE3_SYS_USE_PKG_CONFIG=1 makes
+  # libsqlite3-sys link the system library even where a crate asks for `bundled`.
+  # setup.sh then finds oha on PATH.
   # Without our RUSTFLAGS: proc-macros cannot be built +crt-static without --target.
   need=(); command -v pkg-config >/dev/null || need+=(pkg-config)
-  dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+  for p in libssl-dev libsqlite3-dev; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
   if ((${#need[@]})); then
-    log "installing ${need[*]} (apt) to build oha against the system OpenSSL"
+    log "installing ${need[*]} (apt) to build oha against the system OpenSSL and SQLite"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2 || die "apt-get install ${need[*]} failed"
   fi
   log "building oha (cargo install oha --locked --no-default-features --features native-tls) in the background"
   # setsid: its own process group, so that a Ctrl-C in the terminal does not reach it directly;
   # the EXIT trap stops the whole group when run.sh ends early (failure or interrupt).
-  setsid env -u RUSTFLAGS cargo install oha --locked --no-default-features --features native-tls \
+  setsid env -u RUSTFLAGS LIBSQLITE3_SYS_USE_PKG_CONFIG=1 cargo install oha --locked --no-default-features --features native-tls \
     > "$FERRULE_BENCH_STATE/oha-install.log" 2>&1 &
   OHA_PID=$!
   trap '[[ -n $OHA_PID ]] && kill -- -"$OHA_PID" 2>/dev/null; true' EXIT
