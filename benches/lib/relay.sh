@@ -22,8 +22,14 @@
 # allocation and no runtime per message. A target it clearly misses, a sidecar pair that encrypts in user
 # space cannot reach on this machine.
 #
+# A reference relay is measured only where the report judges it (tools/report.py): the fixed
+# rates, one iperf3 stream and the HTTP download, plus its idle memory. Not the closed loop nor 4
+# iperf3 streams, where the pooled hop batches what a relay cannot (or the relay's threads contend
+# for 2 cores), so its figure bounds nothing: skipping them keeps the whole command within its
+# 15-minute budget. RELAY_FULL=1 measures them too, as for every other configuration.
+#
 # Sourced by lib/ferrule.sh.
-: "${FERRULE_RELAY:=1}"; : "${RELAY_CONFIGS:=floor-relay tls-floor-relay}"
+: "${FERRULE_RELAY:=1}"; : "${RELAY_CONFIGS:=floor-relay tls-floor-relay}"; : "${RELAY_FULL:=0}"
 RELAY_BIN=$BIN_DIR/ferrule-bench-relay
 P_R_OUT_HTTP=$((F_BASE_PORT + 140)) P_R_OUT_BULK=$((F_BASE_PORT + 141))
 P_R_IN_HTTP=$((F_BASE_PORT + 142)) P_R_IN_BULK=$((F_BASE_PORT + 143))
@@ -55,8 +61,12 @@ run_relay() {
   sleep 2; rss_report "$c" idle
   timeout 30 "$OHA_BIN" --no-tui -z 3s -c "$LAT_CONNS" -q 500 "http://127.0.0.1:$FRONT_HTTP/" >/dev/null 2>&1 || true
   for r in $RATES; do test_latency "$c" "$r"; done
-  test_wrk "$c"
-  for p in $IPERF_STREAMS; do test_iperf "$c" "$p"; done
+  if [[ $RELAY_FULL == 1 ]]; then
+    test_wrk "$c"
+    for p in $IPERF_STREAMS; do test_iperf "$c" "$p"; done
+  else
+    test_iperf "$c" 1
+  fi
   test_bulk_http "$c"
   stop_name relay-out; stop_name relay-in; PROXIES=()
   sleep 2
