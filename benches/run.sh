@@ -74,7 +74,7 @@ if [[ $SKIP_SETUP != 1 ]] && ! command -v oha >/dev/null && [[ ! -x $HOME/.cargo
     log "installing ${need[*]} (apt) to build oha against the system OpenSSL and SQLite"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2 || die "apt-get install ${need[*]} failed"
   fi
-  log "building oha (cargo install oha --locked --no-default-features --features native-tls) in the background"
+  log "building oha (LIBSQLITE3_SYS_USE_PKG_CONFIG=1 cargo install oha --locked --no-default-features --features native-tls) in the background"
   # setsid: its own process group, so that a Ctrl-C in the terminal does not reach it directly;
   # the EXIT trap stops the whole group when run.sh ends early (failure or interrupt).
   setsid env -u RUSTFLAGS LIBSQLITE3_SYS_USE_PKG_CONFIG=1 cargo install oha --locked --no-default-features --features native-tls \
