@@ -318,7 +318,8 @@ fn seal_pump(mut from: TcpStream, mut to: TcpStream, mut tx: Aead) {
         }
         to.write_all(&buf[..end])?;
     })();
-    if r.is_err() {
+    if let Err(e) = r {
+        report(&e);
         let _ = from.shutdown(Shutdown::Both);
         let _ = to.shutdown(Shutdown::Both);
     }
@@ -397,9 +398,18 @@ fn open_pump(mut from: TcpStream, mut to: TcpStream, mut rx: Aead) {
             start = off;
         }
     })();
-    if r.is_err() {
+    if let Err(e) = r {
+        report(&e);
         let _ = from.shutdown(Shutdown::Both);
         let _ = to.shutdown(Shutdown::Both);
+    }
+}
+
+/// Reports a record-layer failure (a bad record, MAC or content type, or a failed seal) on
+/// stderr; socket errors and EOFs, which every connection teardown produces, stay quiet.
+fn report(e: &io::Error) {
+    if matches!(e.kind(), ErrorKind::InvalidData | ErrorKind::Other) {
+        eprintln!("tls floor relay: {e}");
     }
 }
 

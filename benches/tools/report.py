@@ -144,6 +144,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
     # place after a rustls handshake with Ferrule's configuration) bounds a user-space *mTLS* pair:
     # a target it clearly misses is out of reach of any sidecar pair that encrypts in user space.
     tref = "tls-floor-relay" if any(k[0] == "tls-floor-relay" for k in vals) else None
+    tg = (lambda m: g(tref, m) if tref else None)   # the TLS floor relay's value of metric m
     tcol = " TLS floor relay pair (blocking, TLS in place) |" if tref else ""
     P(f"| target | envoy-tcp | ferrule-tcp | ferrule-http | {ref_head} |{tcol} required (ferrule-tcp) | met? |")
     P("|---|---:|---:|---:|---:|" + ("---:|" if tref else "") + "---:|:---:|")
@@ -194,7 +195,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
             # The floor relay is judged on p50 only: a p99 of one 10-second test is decided by a
             # handful of requests, too few to call a target unreachable.
             fok = None if dr is None or not de > 0 or p != "p50" else floor_verdict(dr, 0.5 * de, higher=False)
-            tv = g(tref, m) - d if tref and g(tref, m) is not None else None
+            tv = tg(m) - d if tg(m) is not None else None
             tok = None if tv is None or not de > 0 or p != "p50" else floor_verdict(tv, 0.5 * de, higher=False)
             add(f"latency added over direct @{rate} rps {p} (ms)", de, df, dh, f"≤ {fmt(0.5 * de)} (½ Envoy's)", ok, m, dr, fok, tv=tv, tok=tok)
     for m, label in (("wrk.max_rps", "closed-loop req/s (wrk)"), ("conn.new_conn_rps", "new connections/s"),
@@ -205,7 +206,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
         # relay's rate is no bound for it; shown, not judged.
         # Nor for 4 streams (the relay's 8 threads contend for 2 cores) or handshakes (not measured for relays).
         bound = m not in ("wrk.max_rps", "iperf_P4.gbit_s", "conn.new_conn_rps")
-        tv = g(tref, m) if tref else None
+        tv = tg(m)
         add(label, e, f, h, f"≥ {fmt(1.5 * e) if e else '-'} (1.5× Envoy)", None if not e or f is None else f >= 1.5 * e, m,
             r, None if not bound or not e or r is None else floor_verdict(r, 1.5 * e, higher=True),
             tv=tv, tok=None if not bound or not e or tv is None else floor_verdict(tv, 1.5 * e, higher=True))
@@ -218,13 +219,12 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
         e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
         add(f"pair vCPU per 1000 req/s @{rate} rps", e, f, h, f"≤ {fmt(0.5 * e) if e else '-'} (½ Envoy's)",
             None if e is None or f is None else f <= 0.5 * e, m, r, None if e is None or r is None else floor_verdict(r, 0.5 * e, higher=False),
-            tv=g(tref, m) if tref else None,
-            tok=None if e is None or not tref or g(tref, m) is None else floor_verdict(g(tref, m), 0.5 * e, higher=False))
+            tv=tg(m), tok=None if e is None or tg(m) is None else floor_verdict(tg(m), 0.5 * e, higher=False))
     for m, label in (("wrk.pair_cpu_us_per_req", "pair CPU per request at max load (µs, wrk; informational)"),):
         e, f, h, r = g("envoy-tcp", m), g("ferrule-tcp", m), g("ferrule-http", m), g(ref, m)
         # At max load the same batching applies: the relay's CPU per request is no bound; not judged.
         add(label, e, f, h, f"≤ {fmt(0.5 * e) if e else '-'} (½ Envoy's)", None if e is None or f is None else f <= 0.5 * e, m,
-            r, None, info=True, tv=g(tref, m) if tref else None)
+            r, None, info=True, tv=tg(m))
     aes = g("physical", "aes_256_gcm.16k_gbit_s")
     lo = g("physical", "loopback_iperf_P1.gbit_s") or g("direct", "iperf_P1.gbit_s")
     if aes or lo:
@@ -234,8 +234,7 @@ def main(path, run_id, out_md, out_tsv, env_txt=None, timings=""):
             add(label + f" (limit {fmt(limit)} Gbit/s = min(AES-256-GCM 16 KiB/core {fmt(aes)}, loopback iperf3 {fmt(lo)}))",
                 e, f, h, f"≥ {fmt(limit / 2)} (within 2×)", None if f is None else f >= limit / 2, m,
                 r, None if r is None else floor_verdict(r, limit / 2, higher=True),
-                tv=g(tref, m) if tref else None,
-                tok=None if not tref or g(tref, m) is None else floor_verdict(g(tref, m), limit / 2, higher=True))
+                tv=tg(m), tok=None if tg(m) is None else floor_verdict(tg(m), limit / 2, higher=True))
     met = sum(1 for _, ok in targets_met if ok)
     P(f"\n{met} of {sum(1 for _, ok in targets_met if ok is not None)} target rows with a verdict met "
       "(informational rows not counted).")

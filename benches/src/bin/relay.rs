@@ -38,7 +38,7 @@ use ferrule_benches::tls_floor::{self, Role};
 )]
 struct Args {
     /// `LISTEN=CONNECT`, e.g. `127.0.0.1:8000=127.0.0.1:8080`; repeatable.
-    #[arg(long = "route", value_parser = parse_route, required = true)]
+    #[arg(long = "route", value_parser = parse_route, required_unless_present = "make_certs")]
     routes: Vec<(SocketAddr, SocketAddr)>,
     /// The floor relay: blocking sockets, one thread per direction (see the module docs).
     #[arg(long)]
@@ -50,6 +50,9 @@ struct Args {
     /// The TLS floor relay's certificates (written by `--make-certs`).
     #[arg(long)]
     certs: Option<PathBuf>,
+    /// Writes the TLS floor relay pair's certificates into DIR, then exits.
+    #[arg(long, value_name = "DIR", exclusive = true)]
+    make_certs: Option<PathBuf>,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -69,12 +72,10 @@ fn parse_route(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `ferrule-bench-relay --make-certs DIR`: the TLS floor relay pair's certificates.
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.len() == 3 && argv[1] == "--make-certs" {
-        return tls_floor::make_certs(std::path::Path::new(&argv[2]));
-    }
     let args = Args::parse();
+    if let Some(dir) = &args.make_certs {
+        return tls_floor::make_certs(dir);
+    }
     if let (Some(role), Some(certs)) = (args.tls, &args.certs) {
         return tls_floor::run(&args.routes, role, certs);
     }
