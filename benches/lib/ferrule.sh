@@ -591,7 +591,8 @@ if [[ ${FERRULE_PROPAGATE_ONLY:-0} == 1 ]]; then run_propagate; stop_all; exit "
 if [[ ${FERRULE_UP:-0} == 1 ]]; then   # development: a pair to poke at, for FERRULE_UP_SECONDS (bounded)
   start_ferrule ferrule-tcp; ferrule_sanity_check ferrule-tcp
   log "pair up: http 127.0.0.1:$FRONT_HTTP, bulk 127.0.0.1:$FRONT_BULK, out pid ${PIDS[ferrule-out]}, in pid ${PIDS[ferrule-in]}; ${FERRULE_UP_SECONDS:=300}s"
-  sleep "$FERRULE_UP_SECONDS" & wait $!; stop_all; exit 0
+  sleep "$FERRULE_UP_SECONDS" & PIDS[up-timer]=$!   # in PIDS: stop_all ends it when this script is stopped early
+  wait "${PIDS[up-timer]}"; stop_all; exit 0
 fi
 for c in $FERRULE_CONFIGS; do run_ferrule_config "$c"; done
 if [[ $FERRULE_RELAY == 1 ]]; then for c in $RELAY_CONFIGS; do run_relay "$c"; done; fi
