@@ -15,6 +15,7 @@
 //! | `io`                 | the copy loop                                               |
 //! | `memory`             | heap tuning for bulk relaying (glibc trim threshold)        |
 //! | `drain`              | connection cap and graceful shutdown                        |
+//! | `runtime`            | tokio runtime: current-thread for one worker, else multi-thread |
 //! | `admin`              | `/live`, `/ready`, `/identity`                              |
 //! | `ferrule_tls` (crate `proxy/tls`) | TLS settings and SPIFFE verification          |
 
@@ -34,4 +35,5 @@ pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;
+pub mod runtime;
 pub mod telemetry;

@@ -45,16 +45,21 @@ fn main() -> ExitCode {
                     "heap tuning not applied in full: allocator defaults or the operator's settings"
                 );
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let flavor = match ferrule_proxy::runtime::flavor_from_env() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("ferrule-proxy: configuration error: {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            let rt = match ferrule_proxy::runtime::build(flavor) {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("ferrule-proxy: cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
+            tracing::debug!(?flavor, "runtime");
             match rt.block_on(ferrule_proxy::app::run(config, log_level)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
