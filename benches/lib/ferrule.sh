@@ -41,7 +41,6 @@ source lib/measure.sh
 : "${NGINX_WORKERS:=1}"; : "${ENVOY_CONCURRENCY:=1}"
 : "${TRUST_DOMAIN:=demo.local}"
 : "${PEERS_STATE:=${XDG_CACHE_HOME:-$HOME/.cache}/ferrule-peers}"
-: "${OHA_BIN:=$(command -v oha || echo "$HOME/.cargo/bin/oha")}"
 : "${WRK_BIN:=wrk}"; : "${IPERF3_BIN:=iperf3}"; : "${NGINX_BIN:=nginx}"
 : "${PY:=python3}"
 # Ferrule knobs
@@ -59,6 +58,8 @@ source lib/measure.sh
 : "${PROXY_WRAPPER:=}"          # command prefix for the proxies (profile.sh: valgrind/perf)
 : "${F_BASE_PORT:=22000}"    # ports F_BASE+6..F_BASE+201 and F_BASE+443 on 127.0.0.1
 : "${BIN_DIR:=$HERE/../target/x86_64-unknown-linux-gnu/release}"
+# The open-loop load tool, oha's command line (benches/run.sh's LOAD_TOOL): ours unless set.
+: "${OHA_BIN:=$BIN_DIR/ferrule-bench-oha}"
 : "${PEERS_DIR:?set PEERS_DIR to the shared peer harness}"
 : "${RESULTS_DIR:?}"; : "${RUN_ID:?}"
 : "${WORK:=$RESULTS_DIR/ferrule-work}"
