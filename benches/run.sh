@@ -5,7 +5,8 @@
 # micro-benchmarks.
 #
 #   benches/run.sh                         full run (~8–9 min of measurement on an idle 2-core box, plus
-#                                          the builds: 13–14 min from a fresh clone, see benches/README.md)
+#                                          the builds: 5–12 min depending on the VM, see benches/README.md)
+#   LOAD_TOOL=oha benches/run.sh           oha itself as the open-loop load tool (compiled first if missing)
 #   PEER_CONFIGS="direct envoy-tcp haproxy-tcp" benches/run.sh     also HAProxy (+~1.3 min)
 #   LAT_SECONDS=5 WRK_SECONDS=5 CONN_SECONDS=3 IPERF_SECONDS=3 BULK_MB=256 BULK_REPS=1 \
 #     IDLE_COUNTS="300 1000" CERT_SECONDS=2 MICRO=0 FERRULE_PHYSICAL=0 benches/run.sh   smoke run
@@ -37,9 +38,8 @@ fi
 : "${PEER_CONFIGS:=direct envoy-tcp}"      # run by the shared harness (add haproxy-tcp, envoy-http, *-nores)
 : "${SKIP_SETUP:=0}"; : "${SKIP_BUILD:=0}"
 : "${MICRO:=1}"; : "${MICRO_WARMUP:=0.5}"; : "${MICRO_SECONDS:=1}"
-# Durations: half the shared harness's defaults (20 / 15 / 10 / 10 s), so that the whole command
-# fits in 15 minutes on this 2-core machine (benches/README.md measures it, from a fresh machine
-# and from a fresh clone). Every configuration gets
+# Durations: half the shared harness's defaults (20 / 15 / 10 / 10 s), to keep the whole command
+# near 15 minutes on this 2-core machine (benches/README.md, "How long it takes", measures it). Every configuration gets
 # the same durations in the same run; set them back (LAT_SECONDS=20 WRK_SECONDS=15 ...) to
 # compare absolute numbers with shared/peers/reference/.
 : "${LAT_SECONDS:=10}"; : "${WRK_SECONDS:=10}"; : "${CONN_SECONDS:=5}"; : "${IPERF_SECONDS:=5}"
@@ -66,7 +66,7 @@ mkdir -p "$FERRULE_BENCH_STATE"; OHA_PID=
 #                                binary): ~340 s of CPU, 3 of the 15 minutes on 2 cores.
 #   LOAD_TOOL=oha                oha, as the shared harness's setup.sh installs it (built here in
 #                                the background, as below, when it is not on PATH).
-# benches/README.md ("Load tools") compares the two on the same nginx.
+# benches/README.md ("Load tool") compares the two on the same nginx.
 : "${LOAD_TOOL:=ferrule}"
 case $LOAD_TOOL in
   ferrule) export OHA_BIN=$BIN_DIR/ferrule-bench-oha ;;
@@ -128,6 +128,12 @@ if [[ $SKIP_SETUP != 1 ]]; then
     shim=$FERRULE_BENCH_STATE/load-tool-shim; mkdir -p "$shim"; ln -sf "$OHA_BIN" "$shim/oha"
   fi
   env -u RUSTFLAGS PATH="${shim:+$shim:}$PATH" "$PEERS_DIR/setup.sh" >&2 || die "setup failed"
+fi
+# LOAD_TOOL=oha: the same oha for both harnesses (lib/ferrule.sh would otherwise default to ours).
+if [[ $LOAD_TOOL == oha ]]; then
+  OHA_BIN=${OHA_BIN:-$(command -v oha || echo "$CARGO_BIN/oha")}
+  [[ -x $OHA_BIN ]] || die "LOAD_TOOL=oha but no oha found (PATH, $CARGO_BIN)"
+  export OHA_BIN
 fi
 T_BUILT=$(date +%s)
 

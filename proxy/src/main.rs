@@ -59,7 +59,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            tracing::debug!(?flavor, "runtime");
+            tracing::info!(?flavor, "runtime");
             match rt.block_on(ferrule_proxy::app::run(config, log_level)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

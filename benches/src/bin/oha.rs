@@ -13,10 +13,11 @@
 //! Reproduced from oha 1.16.0 (`src/client.rs`, `src/result_data.rs`, `src/printer.rs`,
 //! `src/lib.rs`):
 //! * `-q R`: one global schedule, slot `i` released at `t0 + i/R` into an unbounded queue that
-//!   the `-c` workers drain (slots queue up behind busy workers, none are dropped;
-//!   `work_until_with_qps_latency_correction`). With `--latency-correction` a latency runs from
-//!   the slot's *release* instant (oha sends `Instant::now()` after its `sleep_until`), otherwise
-//!   from the actual send. oha releases on tokio's 1 ms timer ticks, so at 2000 req/s it sends
+//!   the `-c` workers drain (slots queue up behind busy workers; those still queued at the
+//!   deadline are not sent, as in oha; `work_until_with_qps_latency_correction`). With
+//!   `--latency-correction` a latency runs from the slot's *release* instant (oha sends
+//!   `Instant::now()` after its `sleep_until`), otherwise from the actual send: a release late
+//!   because the scheduling thread itself was late is not counted, as in oha. oha releases on tokio's 1 ms timer ticks, so at 2000 req/s it sends
 //!   pairs; here a dedicated thread sleeps with `nanosleep` (~50 µs slack) and releases every slot
 //!   that is due, so slots stay spaced. Without `-q` each worker sends back to back.
 //! * `-z D`: no request starts after `t0 + D`; with `-w` requests in flight then finish and count,
@@ -377,13 +378,26 @@ impl Slots {
     /// then closes the schedule. Runs on its own thread: `nanosleep` is precise to ~50 µs where
     /// tokio's timer has 1 ms ticks.
     fn run(&self, t0: Instant, rate: f64, deadline: Instant) {
-        let due = |i: u64| t0 + Duration::from_secs_f64(i as f64 / rate);
+        // Closes the schedule however this ends, so that no worker waits for a slot forever.
+        struct CloseOnExit<'a>(&'a Semaphore);
+        impl Drop for CloseOnExit<'_> {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _close = CloseOnExit(&self.permits);
+        // `None` once a slot's time is beyond what an `Instant` holds (a tiny `-q`).
+        let due = |i: u64| {
+            Duration::try_from_secs_f64(i as f64 / rate)
+                .ok()
+                .and_then(|d| t0.checked_add(d))
+        };
         let mut i = 0;
-        while due(i) < deadline {
-            std::thread::sleep(due(i).saturating_duration_since(Instant::now()));
+        while let Some(next) = due(i).filter(|t| *t < deadline) {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
             let (now, first) = (Instant::now(), i);
             let mut q = lock(&self.released);
-            while due(i) <= now && due(i) < deadline {
+            while due(i).is_some_and(|t| t <= now && t < deadline) {
                 q.push_back(now);
                 i += 1;
             }
@@ -391,7 +405,6 @@ impl Slots {
             self.permits.add_permits((i - first) as usize);
         }
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-        self.permits.close();
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! A plain-TCP relay: for each connection accepted on a route's listen address it dials
 //! the route's target and runs Ferrule's own copy loop (`ferrule_proxy::io::copy_bidirectional`) between
-//! the two, on the proxy's runtime (multi-thread; `TOKIO_WORKER_THREADS` workers, as
-//! `benches/run.sh` gives the proxies: a current-thread runtime measured ~25 % more
-//! latency at 500 req/s in the proxy). No TLS, no policy, no metrics, no pooling: two of
+//! the two, on the proxy's runtime (`ferrule_proxy::runtime`: current-thread for one worker,
+//! else multi-thread; `TOKIO_WORKER_THREADS` workers, as `benches/run.sh` gives the proxies).
+//! No TLS, no policy, no metrics, no pooling: two of
 //! them chained (`client → relay → relay → server`) have the hops of a sidecar pair, so
 //! what they add over a direct connection is what moving the bytes through two user-space
 //! processes costs on this machine. Not a lower bound for a pair: the pooled hop batches
@@ -82,9 +82,8 @@ fn main() -> anyhow::Result<()> {
     if args.threads {
         return floor::run(&args.routes);
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let flavor = ferrule_proxy::runtime::flavor_from_env()?;
+    ferrule_proxy::runtime::build(flavor)
         .context("building the runtime")?
         .block_on(async {
             let mut routes = Vec::new();
