@@ -54,53 +54,69 @@ def wrk_report(path):
     return int(n.group(1)), float(rps.group(1)), (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
 
 
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"paired.py: {path}: {e}", file=sys.stderr)
+        return None
+
+
+def measured_wrk(path):
+    """(rows, unit, units) of a wrk report, or None."""
+    w = wrk_report(path)
+    if not w or not w[0]:
+        return None
+    n, rps, bad = w
+    rows = []
+    if bad:
+        print(f"paired.py: {path}: {bad} errors or responses other than 2xx/3xx", file=sys.stderr)
+        rows.append(("non_2xx", bad))
+    return rows + [("req_s", rps), ("requests", n)], "req", n
+
+
+def measured_lat(path):
+    """(rows, unit, units) of oha's JSON (fixed rate), or None."""
+    j = read_json(path)
+    if j is None:
+        return None
+    lp = j.get("latencyPercentiles") or {}
+    codes = j.get("statusCodeDistribution") or {}
+    done = sum(v for k, v in codes.items() if str(k).startswith("2"))
+    other = sum(codes.values()) - done
+    if not done or lp.get("p50") is None:
+        print(f"paired.py: {path}: no successful requests", file=sys.stderr)
+        return None
+    rows = []
+    if other:
+        print(f"paired.py: {path}: {other} responses other than 2xx", file=sys.stderr)
+        rows.append(("non_2xx", other))
+    return rows + [("p50_ms", lp["p50"] * 1000), ("p99_ms", lp["p99"] * 1000), ("requests", done)], "req", done
+
+
+def measured_bulk(path):
+    """(rows, unit, units) of iperf3's JSON, or None."""
+    j = read_json(path)
+    if j is None:
+        return None
+    s = (j.get("end") or {}).get("sum_received")
+    if not s:
+        print(f"paired.py: {path}: no result ({j.get('error', 'unknown error')})", file=sys.stderr)
+        return None
+    mib = s["bytes"] / 2**20
+    if mib <= 0:
+        print(f"paired.py: {path}: nothing transferred", file=sys.stderr)
+        return None
+    return [("gbit_s", s["bits_per_second"] / 1e9), ("mib", mib)], "mib", mib
+
+
 def row(rnd, test, config, out_json, out_perf, cpu_seconds):
     p = perf_counters(out_perf)
-    rows = []
-    if test == "wrk":
-        w = wrk_report(out_json)
-        if not w or not w[0]:
-            return
-        n, rps, bad = w
-        if bad:
-            print(f"paired.py: {out_json}: {bad} errors or responses other than 2xx/3xx", file=sys.stderr)
-            rows.append(("non_2xx", bad))
-        rows += [("req_s", rps), ("requests", n)]
-        unit = "req"
-    else:
-        try:
-            with open(out_json) as f:
-                j = json.load(f)
-        except (OSError, ValueError) as e:
-            print(f"paired.py: {out_json}: {e}", file=sys.stderr)
-            return
-    if test == "wrk":
-        pass  # read above
-    elif test == "lat":
-        lp = j.get("latencyPercentiles") or {}
-        codes = j.get("statusCodeDistribution") or {}
-        done = sum(v for k, v in codes.items() if str(k).startswith("2"))
-        other = sum(codes.values()) - done
-        if not done or lp.get("p50") is None:
-            print(f"paired.py: {out_json}: no successful requests", file=sys.stderr)
-            return
-        if other:
-            print(f"paired.py: {out_json}: {other} responses other than 2xx", file=sys.stderr)
-            rows.append(("non_2xx", other))
-        rows += [("p50_ms", lp["p50"] * 1000), ("p99_ms", lp["p99"] * 1000), ("requests", done)]
-        unit, n = "req", done
-    else:
-        end = j.get("end") or {}
-        s = end.get("sum_received")
-        if not s:
-            print(f"paired.py: {out_json}: no result ({j.get('error', 'unknown error')})", file=sys.stderr)
-            return
-        mib = s["bytes"] / 2**20
-        if mib <= 0:
-            print(f"paired.py: {out_json}: nothing transferred", file=sys.stderr)
-            return
-        rows += [("gbit_s", s["bits_per_second"] / 1e9), ("mib", mib)]
-        unit, n = "mib", mib
+    measured = {"wrk": measured_wrk, "lat": measured_lat}.get(test, measured_bulk)(out_json)
+    if measured is None:
+        return
+    rows, unit, n = measured
     if config != "direct":  # no proxies
         try:
             rows.append((f"cpu_us_per_{unit}", float(cpu_seconds) * 1e6 / n))

@@ -576,8 +576,14 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
         Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
+            // Not `print!`: a closed stdout (EPIPE) is an error to report, not a panic.
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ferrule-bench-oha: writing the report: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(e) => {
             eprintln!("ferrule-bench-oha: {e}");
