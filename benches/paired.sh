@@ -66,7 +66,14 @@ if [[ -z ${PEERS_DIR:-} ]]; then
 fi
 export PEERS_DIR BIN_DIR F_BASE_PORT ENVOY_CONCURRENCY TRUST_DOMAIN
 export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
-for t in iperf3 wrk perf nginx ss; do command -v "$t" >/dev/null || die "$t not found (benches/run.sh installs nginx, iperf3 and wrk; perf is Debian's linux-perf)"; done
+# What the selected tests use: nginx and ss always, iperf3 for bulk, wrk for wrk, perf for the
+# others (wrk runs without it, see measure()).
+has_test() { [[ " $PAIRED_TESTS " == *" $1 "* ]]; }
+needs=(nginx ss)
+{ has_test bulk || has_test bulk-down; } && needs+=(iperf3)
+has_test wrk && needs+=(wrk)
+{ has_test lat || has_test bulk || has_test bulk-down; } && needs+=(perf)
+for t in "${needs[@]}"; do command -v "$t" >/dev/null || die "$t not found (benches/run.sh installs nginx, iperf3 and wrk; perf is Debian's linux-perf)"; done
 RELAY_BIN=$BIN_DIR/ferrule-bench-relay
 : "${OHA_BIN:=$BIN_DIR/ferrule-bench-oha}"
 export OHA_BIN
@@ -116,8 +123,10 @@ read -r F_OUT F_IN < <(sed -n 's/.*out pid \([0-9]*\), in pid \([0-9]*\).*/\1 \2
   || die "no proxy pids in $RESULTS_DIR/pair.log"
 
 # iperf3's server behind every pair (lib/ferrule.sh starts one per test; here one for all).
-start_bg iperf3-srv "$RESULTS_DIR/iperf3-srv.log" iperf3 -s -p "$P_UP_IPERF"
-wait_port "$P_UP_IPERF"
+if has_test bulk || has_test bulk-down; then
+  start_bg iperf3-srv "$RESULTS_DIR/iperf3-srv.log" iperf3 -s -p "$P_UP_IPERF"
+  wait_port "$P_UP_IPERF"
+fi
 declare -A FRONT PAIR
 FRONT[direct]="$P_UP_HTTP $P_UP_IPERF"; PAIR[direct]=""
 FRONT[ferrule-tcp]="$F_HTTP $F_BULK"; PAIR[ferrule-tcp]="$F_OUT $F_IN"

@@ -38,7 +38,7 @@ def perf_counters(path):
 
 
 def wrk_report(path):
-    """(requests, req/s, non-2xx) from wrk's text report, or None."""
+    """(requests, req/s, non-2xx responses, socket errors) from wrk's text report, or None."""
     try:
         t = open(path).read()
     except OSError as e:
@@ -51,7 +51,7 @@ def wrk_report(path):
         return None
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
-    return int(n.group(1)), float(rps.group(1)), (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
+    return int(n.group(1)), float(rps.group(1)), int(bad.group(1)) if bad else 0, sum(map(int, errs.groups())) if errs else 0
 
 
 def read_json(path):
@@ -68,11 +68,14 @@ def measured_wrk(path):
     w = wrk_report(path)
     if not w or not w[0]:
         return None
-    n, rps, bad = w
+    n, rps, bad, errs = w
     rows = []
     if bad:
-        print(f"paired.py: {path}: {bad} errors or responses other than 2xx/3xx", file=sys.stderr)
+        print(f"paired.py: {path}: {bad} responses other than 2xx/3xx", file=sys.stderr)
         rows.append(("non_2xx", bad))
+    if errs:
+        print(f"paired.py: {path}: {errs} socket errors (connect, read, write, timeout)", file=sys.stderr)
+        rows.append(("socket_errors", errs))
     return rows + [("req_s", rps), ("requests", n)], "req", n
 
 
@@ -136,7 +139,7 @@ COLUMNS = {
     "lat": ["p50_ms", "p50_added_ms", "p99_ms", "p99_added_ms", "cpu_us_per_req", "oncpu_us_per_req",
             "cs_per_req", "syscalls_per_req", "non_2xx"],
     "bulk": ["gbit_s", "cpu_us_per_mib", "oncpu_us_per_mib", "cs_per_mib", "syscalls_per_mib"],
-    "wrk": ["req_s", "cpu_us_per_req", "oncpu_us_per_req", "cs_per_req", "syscalls_per_req", "non_2xx"],
+    "wrk": ["req_s", "cpu_us_per_req", "oncpu_us_per_req", "cs_per_req", "syscalls_per_req", "non_2xx", "socket_errors"],
 }
 CONFIGS = ["direct", "envoy-tcp", "ferrule-tcp", "tls-floor-relay"]
 # (numerator, denominator) of the ratio rows, when both are in the run.

@@ -184,7 +184,8 @@ enum Framing {
 /// Parses the response head at the start of `buf`: `None` while incomplete, else its length,
 /// status, body framing and whether the connection can carry another request.
 fn parse_head(buf: &[u8]) -> Result<Option<(usize, u16, Framing, bool)>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    // As many header lines as hyper accepts by default (oha's client is hyper).
+    let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
         Ok(Status::Complete(n)) => n,
@@ -195,9 +196,10 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, u16, Framing, bool)>, String>
     for h in resp.headers.iter() {
         let tokens = || h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
         if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
+            // 1*DIGIT (RFC 9110 8.6): no sign, nothing but the surrounding whitespace.
+            let v = Some(h.value.trim_ascii())
+                .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
             if v.is_none() || length.is_some_and(|l| Some(l) != v) {
                 return Err("invalid content-length".into());
             }
@@ -734,6 +736,9 @@ mod tests {
             &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
             b"garbage\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5 5\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         ] {
             assert!(parse_head(bad).is_err(), "{bad:?}");
