@@ -68,6 +68,7 @@ export PEERS_DIR BIN_DIR F_BASE_PORT ENVOY_CONCURRENCY TRUST_DOMAIN
 export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 # What the selected tests use: nginx and ss always, iperf3 for bulk, wrk for wrk, perf for the
 # others (wrk runs without it, see measure()).
+read -ra _tests <<< "$PAIRED_TESTS"; PAIRED_TESTS="${_tests[*]}"   # one space between names
 has_test() { [[ " $PAIRED_TESTS " == *" $1 "* ]]; }
 needs=(nginx ss)
 { has_test bulk || has_test bulk-down; } && needs+=(iperf3)

